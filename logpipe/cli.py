@@ -1,0 +1,237 @@
+"""The `logpipe` command: run, check, dry-run, inspect, bench."""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+from importlib import resources
+from typing import Sequence
+
+from logpipe import __version__
+from logpipe.config import Config, load_config, load_config_text
+from logpipe.errors import ConfigError, LogpipeError
+
+log = logging.getLogger("logpipe")
+
+# Promtail's single-dash flags, so a Promtail command line works unchanged.
+_PROMTAIL_FLAGS = {
+    "-config.file": "--config",
+    "-config.expand-env": "--config.expand-env",
+    "-dry-run": "--dry-run",
+    "-inspect": "--inspect",
+    "-stdin": "--stdin",
+    "-log.level": "--log.level",
+    "-check-syntax": "--check-syntax",
+}
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """Translate Promtail-style arguments (`-config.file=x`, `-dry-run`) to logpipe's."""
+    out: list[str] = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        alias = _PROMTAIL_FLAGS.get(name) or _PROMTAIL_FLAGS.get("-" + name.lstrip("-")) if name.startswith("-") else None
+        if alias is None or (name.startswith("--") and alias == name):
+            out.append(arg)
+            continue
+        if alias in ("--config.expand-env", "--dry-run", "--inspect", "--stdin", "--check-syntax"):
+            if not eq or value.lower() in ("true", "1"):
+                out.append(alias)
+        else:
+            out.extend([alias, value] if eq else [alias])
+    # Promtail has no subcommands: its flags alone mean run (or dry-run/inspect/check).
+    commands = {"run", "check", "dry-run", "inspect", "bench", "-h", "--help", "--version"}
+    if not any(a in commands for a in out):
+        if "--check-syntax" in out:
+            out = ["check"] + [a for a in out if a != "--check-syntax"]
+        elif "--inspect" in out:
+            out = ["inspect"] + [a for a in out if a not in ("--inspect", "--dry-run", "--stdin")]
+        elif "--dry-run" in out:
+            out = ["dry-run"] + [a for a in out if a not in ("--dry-run", "--stdin")]
+        else:
+            out = ["run"] + out
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="logpipe", description="A Promtail-compatible log agent.")
+    p.add_argument("--version", action="version", version=f"logpipe {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser, required: bool) -> None:
+        sp.add_argument("--config", "--config.file", dest="config", required=required, metavar="FILE",
+                        help="config file (Promtail's schema)")
+        sp.add_argument("--config.expand-env", dest="expand_env", action="store_true",
+                        help="expand ${VAR} and ${VAR:-default} in the config")
+        sp.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warn", "error"])
+
+    run = sub.add_parser("run", help="run the agent (no --config: the embedded default)")
+    common(run, required=False)
+    run.add_argument("--stdin", action="store_true", help="read standard input (Promtail's -stdin)")
+    run.add_argument("--job", help="with --stdin: the scrape config to use")
+
+    check = sub.add_parser("check", help="validate a config and exit 0 (valid) or 1")
+    common(check, required=True)
+
+    for name, what in (("dry-run", "print each entry as JSON"), ("inspect", "show what each stage changes")):
+        sp = sub.add_parser(name, help=f"read stdin through a job's pipeline and {what}")
+        common(sp, required=True)
+        sp.add_argument("--job", help="scrape config job_name (default: the first)")
+
+    bench = sub.add_parser("bench", help="measure a pipeline over a file held in memory")
+    common(bench, required=True)
+    bench.add_argument("--input", required=True, metavar="FILE", help="log lines to run through the pipeline")
+    bench.add_argument("--job", help="scrape config job_name (default: the first)")
+    bench.add_argument("--repeat", type=int, default=1, help="run the input this many times")
+    return p
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level={"warn": logging.WARNING}.get(level, getattr(logging, level.upper(), logging.INFO)),
+        format="ts=%(asctime)s level=%(levelname)s component=%(name)s msg=%(message)r",
+    )
+
+
+def default_config() -> tuple[Config, str]:
+    """The embedded default: the bundled sample logs, Loki if LOKI_URL is set, else stdout."""
+    text = resources.files("logpipe").joinpath("default.yaml").read_text()
+    loki = os.environ.get("LOKI_URL")
+    if loki:
+        text += f"clients:\n  - url: {loki!r}\n"
+    return load_config_text(text, "<embedded default>", expand=True), "<embedded default>"
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, expand=args.expand_env)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    jobs = ", ".join(sc.job_name for sc in config.scrape_configs) or "none"
+    print(f"{args.config}: valid ({len(config.scrape_configs)} scrape configs: {jobs}; {len(config.clients)} clients)")
+    return 0
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from logpipe.agent import Agent
+    from logpipe.sinks.stdout import StdoutSink
+
+    config = _load(args)
+    agent = Agent(config)
+    from logpipe.agent import on_signals
+
+    on_signals()
+    agent.run_stdin(sys.stdin.buffer, [StdoutSink(sys.stdout.buffer)], args.job)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from logpipe.agent import Job, on_signals
+    from logpipe.inspect import inspect_batch
+    from logpipe.sources.stdin import StdinSource
+    from logpipe.telemetry import SelfMetrics
+
+    config = _load(args)
+    metrics = SelfMetrics()
+    job = Job(config.job(args.job), metrics)
+    on_signals()
+    for batch in StdinSource(sys.stdin.buffer, job.name, job.labels, metrics).batches():
+        for text in inspect_batch(job.pipeline, job.relabeled(batch)):
+            sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from logpipe.agent import Agent, on_signals
+    from logpipe.sinks.stdout import StdoutSink
+
+    if args.config:
+        config, embedded = _load(args), False
+    else:
+        config, _ = default_config()
+        embedded = True
+    if args.log_level is None:
+        logging.getLogger().setLevel(config.server.log_level.upper().replace("WARN", "WARNING"))
+    if config.clients:
+        raise LogpipeError(
+            "clients: pushing to Loki is not available in this version of logpipe; "
+            "remove `clients` (or unset LOKI_URL) to print entries to stdout"
+        )
+    on_signals()
+    agent = Agent(config)
+    agent.start_server()
+    sink = StdoutSink(sys.stdout.buffer)
+    try:
+        if args.stdin or any(sc.stdin for sc in config.scrape_configs) and not embedded:
+            agent.run_stdin(sys.stdin.buffer, [sink], args.job)
+        elif embedded:
+            log.info("sending the bundled sample logs (no journal source in this version)")
+            agent.run_stdin(io.BytesIO(bundled_samples()), [sink])
+            _serve_until_signal()
+        else:
+            raise LogpipeError(
+                "scrape_configs: this version of logpipe reads standard input only "
+                "(add `stdin: {}` to a scrape config, or pass --stdin)"
+            )
+    finally:
+        agent.stop()
+    return 0
+
+
+def bundled_samples() -> bytes:
+    folder = resources.files("logpipe").joinpath("samples")
+    return b"".join(f.read_bytes() for f in sorted(folder.iterdir(), key=lambda f: f.name) if f.name.endswith(".log"))
+
+
+def _serve_until_signal() -> None:
+    import threading
+
+    from logpipe.agent import Shutdown
+
+    log.info("samples sent; serving /metrics until interrupted (Ctrl-C)")
+    try:
+        threading.Event().wait()
+    except Shutdown:
+        pass
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from logpipe.agent import Job
+    from logpipe.bench import bench_job, load_lines, measure
+    from logpipe.telemetry import SelfMetrics
+
+    config = _load(args)
+    job = Job(config.job(args.job), SelfMetrics())
+    lines = load_lines(args.input) * args.repeat
+    out: list[int] = []
+    figures = measure(f"{job.name} ({len(job.pipeline.stages)} stages)", len(lines),
+                      lambda: out.append(bench_job(job.process, lines, job.labels)))
+    print(figures.report())
+    print(f"{out[0]} entries out")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "dry-run": cmd_dry_run, "inspect": cmd_inspect, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
+    setup_logging(args.log_level or "info")
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as e:
+        for issue in e.issues:
+            print(issue, file=sys.stderr)
+        n = len(e.issues)
+        print(f"logpipe: {n} error{'s' if n != 1 else ''} in config; nothing was started", file=sys.stderr)
+        return 1
+    except LogpipeError as e:
+        print(f"logpipe: error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,64 @@
+"""Run the benchmark cases: `python tests/bench/run.py [--lines N]`.
+
+Each case runs `logpipe bench` in its own process (so its peak RssAnon is its own) and is
+printed beside a floor measured in the same run on the same lines, so the ratio holds on a
+noisy machine. Not part of the test pass; figures go in README and closing notes."""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import ensure  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+CASES = {"litellm": HERE / "litellm.yaml", "nginx": HERE / "nginx.yaml"}
+
+
+def floor_json(path: Path) -> float:
+    lines = path.read_text().splitlines()
+    c0 = time.process_time()
+    for line in lines:
+        orjson.loads(line)
+    return len(lines) / (time.process_time() - c0)
+
+
+def floor_regex(path: Path, config: Path) -> float:
+    import yaml
+
+    expr = yaml.safe_load(config.read_text())["scrape_configs"][0]["pipeline_stages"][0]["regex"]["expression"]
+    text = path.read_text()
+    n = text.count("\n")
+    rx = re.compile(expr.lstrip("^"))
+    c0 = time.process_time()
+    rx.findall(text)
+    return n / (time.process_time() - c0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "logpipe-bench"))
+    args = ap.parse_args()
+    for kind, config in CASES.items():
+        data = ensure(kind, args.lines, Path(args.data))
+        r = subprocess.run([sys.executable, "-m", "logpipe", "bench", "--config", str(config), "--input", str(data)],
+                           capture_output=True, text=True)
+        print(r.stdout.strip() or r.stderr.strip())
+        m = re.search(r"([\d,]+) lines per CPU-second", r.stdout)
+        floor = floor_json(data) if kind == "litellm" else floor_regex(data, config)
+        what = "orjson.loads per line" if kind == "litellm" else "one re.findall over the text"
+        if m:
+            ratio = int(m.group(1).replace(",", "")) / floor
+            print(f"  floor ({what}): {floor:,.0f} lines per CPU-second; ratio {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
