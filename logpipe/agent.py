@@ -1,25 +1,39 @@
-"""Wiring: a scrape config becomes a Job (relabel + pipeline); the agent feeds jobs to sinks."""
+"""Wiring: a scrape config becomes a Job (relabel + pipeline); the agent runs one thread per
+source, hands each processed batch to every sink with an ack ticket, and owns shutdown."""
 from __future__ import annotations
 
 import logging
 import signal
 import threading
-from typing import BinaryIO, Iterable, Iterator, Protocol
+from typing import Any, BinaryIO, Iterator, Protocol
 
-from logpipe.batch import Batch, LabelSet
+from logpipe.batch import EMPTY_LABELS, Batch, LabelSet
 from logpipe.config import Config, ScrapeConfig
 from logpipe.errors import LogpipeError
 from logpipe.pipeline.stage import Pipeline, StageEnv
+from logpipe.positions import AckTracker, Positions, Ticket
 from logpipe.relabel import Relabeler
-from logpipe.sources.stdin import StdinSource
 from logpipe.telemetry import SelfMetrics, TelemetryServer
 
 log = logging.getLogger("logpipe")
 
 
 class Sink(Protocol):
-    def write(self, batch: Batch) -> None: ...
-    def close(self) -> None: ...
+    def send(self, batch: Batch, ticket: Ticket) -> None:
+        """Take the batch; call ticket.done() once it is held (delivered or counted as dropped)."""
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is queued within `timeout` seconds, then stop."""
+
+
+class Source(Protocol):
+    job: "Job"
+    key: str  # one ack stream: positions of one source are committed in read order
+
+    def batches(self, stop: threading.Event) -> Iterator[Batch]:
+        """Yield batches until the input ends or `stop` is set; batch.ack holds positions."""
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class Job:
@@ -32,10 +46,19 @@ class Job:
         self.relabel = Relabeler(sc.relabel_configs)
         self.env = StageEnv(job=sc.job_name, metrics=metrics)
         self.pipeline = Pipeline.build(sc.stages, self.env)
+        # Promtail drops a journal entry left with no labels after relabeling.
+        self.drop_unlabeled = sc.journal is not None
+        self._warned_unlabeled = False
 
     def relabeled(self, batch: Batch) -> Batch:
         """Apply relabel_configs once per distinct label set; drop what they drop."""
         labels = list(map(self.relabel, batch.labels))
+        if self.drop_unlabeled and EMPTY_LABELS in labels:
+            if not self._warned_unlabeled:
+                log.warning("job %s: journal entries left with no labels are dropped, as Promtail does; "
+                            "add journal.labels or relabel_configs", self.name)
+                self._warned_unlabeled = True
+            labels = [None if ls is EMPTY_LABELS else ls for ls in labels]
         if None in labels:
             keep = [i for i, ls in enumerate(labels) if ls is not None]
             self.env.metrics.drop("relabel", len(labels) - len(keep))
@@ -50,7 +73,7 @@ class Job:
 
 
 class Shutdown(Exception):
-    """Raised in the main thread by SIGTERM/SIGINT to stop reading."""
+    """Raised in the main thread by SIGTERM/SIGINT."""
 
 
 def on_signals() -> None:
@@ -75,38 +98,28 @@ def stdin_job(config: Config, name: str | None) -> ScrapeConfig:
     return config.job(None)
 
 
-def pump(batches: Iterable[Batch], job: Job, sinks: list[Sink]) -> int:
-    """Run every batch through the job into every sink; returns the number of entries out.
-
-    SIGTERM/SIGINT stop the reading; what was already read is processed and flushed."""
-    sent = 0
-    it: Iterator[Batch] = iter(batches)
-    try:
-        for batch in it:
-            out = job.process(batch)
-            if out.lines:
-                for sink in sinks:
-                    sink.write(out)
-                sent += len(out)
-    except Shutdown as why:
-        log.info("stopping on %s", why)
-    finally:
-        for sink in sinks:
-            sink.close()
-    return sent
-
-
 class Agent:
-    """The running process: telemetry server, jobs, sources and sinks."""
+    """The running process: telemetry server, positions, sources, sinks, and shutdown."""
 
-    def __init__(self, config: Config, metrics: SelfMetrics | None = None):
+    def __init__(self, config: Config, sinks: list[Sink], metrics: SelfMetrics | None = None,
+                 positions: Positions | None = None):
         self.config = config
+        self.sinks = sinks
         self.metrics = metrics or SelfMetrics(process=True)
+        self.positions = positions
+        self.tracker = AckTracker(positions)
+        self.sources: list[Source] = []
         self.server: TelemetryServer | None = None
-        self._running = False
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._failed: list[BaseException] = []
 
     def ready(self) -> tuple[bool, str]:
-        return (True, "ready") if self._running else (False, "not started")
+        if not self._threads:
+            return False, "not started"
+        if self._failed:
+            return False, f"a source failed: {self._failed[0]}"
+        return True, "ready"
 
     def start_server(self) -> None:
         s = self.config.server
@@ -122,16 +135,67 @@ class Agent:
         self.server.start()
         log.info("serving /metrics on http://%s:%d", s.http_listen_address, self.server.port)
 
-    def run_stdin(self, stream: BinaryIO, sinks: list[Sink], job_name: str | None = None) -> int:
-        sc = stdin_job(self.config, job_name)
-        job = Job(sc, self.metrics)
-        source = StdinSource(stream, job.name, job.labels, self.metrics)
-        self._running = True
-        try:
-            return pump(source.batches(), job, sinks)
-        finally:
-            self._running = False
+    def add_stdin(self, stream: BinaryIO, job_name: str | None = None) -> None:
+        from logpipe.sources.stdin import StdinSource
 
-    def stop(self) -> None:
+        job = Job(stdin_job(self.config, job_name), self.metrics)
+        self.sources.append(StdinSource(stream, job, self.metrics))
+
+    def add_configured_sources(self) -> None:
+        """A source for each scrape config that reads something other than stdin."""
+        from logpipe.sources.journal import JournalSource
+
+        for sc in self.config.scrape_configs:
+            if sc.journal is not None:
+                self.sources.append(JournalSource(Job(sc, self.metrics), sc.journal, self.positions, self.metrics))
+
+    def _pump(self, source: Source) -> None:
+        job, sinks, tracker = source.job, self.sinks, self.tracker
+        try:
+            for batch in source.batches(self.stop_event):
+                ack = batch.ack
+                out = job.process(batch)
+                ticket = tracker.ticket(source.key, ack, len(sinks) if out.lines else 0)
+                if out.lines:
+                    for sink in sinks:
+                        sink.send(out, ticket)
+        except Exception as e:  # a source that dies is reported, and /ready says so
+            log.exception("source %s stopped: %s", source.key, e)
+            self._failed.append(e)
+
+    def start(self) -> None:
+        if self.positions is not None:
+            self.positions.start()
+        for source in self.sources:
+            t = threading.Thread(target=self._pump, args=(source,), name=f"source:{source.key}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def wait(self) -> None:
+        """Block until every source has ended (stdin at EOF) or a signal arrives."""
+        try:
+            for t in self._threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except Shutdown as why:
+            log.info("stopping on %s", why)
+            self.stop_event.set()
+
+    def serve_forever(self) -> None:
+        try:
+            self.stop_event.wait()
+        except Shutdown as why:
+            log.info("stopping on %s", why)
+            self.stop_event.set()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop reading, let sources finish their batch, flush sinks, save positions."""
+        self.stop_event.set()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        for sink in self.sinks:
+            sink.close(timeout)
+        if self.positions is not None:
+            self.positions.stop()
         if self.server is not None:
             self.server.stop()

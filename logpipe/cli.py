@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from importlib import resources
+from pathlib import Path
 from typing import Sequence
 
 from logpipe import __version__
@@ -96,13 +97,13 @@ def setup_logging(level: str) -> None:
     )
 
 
-def default_config() -> tuple[Config, str]:
+def default_config() -> Config:
     """The embedded default: the bundled sample logs, Loki if LOKI_URL is set, else stdout."""
     text = resources.files("logpipe").joinpath("default.yaml").read_text()
     loki = os.environ.get("LOKI_URL")
     if loki:
         text += f"clients:\n  - url: {loki!r}\n"
-    return load_config_text(text, "<embedded default>", expand=True), "<embedded default>"
+    return load_config_text(text, "<embedded default>", expand=True)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -117,15 +118,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    from logpipe.agent import Agent
+    from logpipe.agent import Agent, on_signals
     from logpipe.sinks.stdout import StdoutSink
 
-    config = _load(args)
-    agent = Agent(config)
-    from logpipe.agent import on_signals
-
+    agent = Agent(_load(args), [StdoutSink(sys.stdout.buffer)])
+    agent.add_stdin(sys.stdin.buffer, args.job)
     on_signals()
-    agent.run_stdin(sys.stdin.buffer, [StdoutSink(sys.stdout.buffer)], args.job)
+    agent.start()
+    try:
+        agent.wait()
+    finally:
+        agent.shutdown()
     return 0
 
 
@@ -139,22 +142,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     metrics = SelfMetrics()
     job = Job(config.job(args.job), metrics)
     on_signals()
-    for batch in StdinSource(sys.stdin.buffer, job.name, job.labels, metrics).batches():
+    for batch in StdinSource(sys.stdin.buffer, job, metrics).batches():
         for text in inspect_batch(job.pipeline, job.relabeled(batch)):
             sys.stdout.write(text + "\n")
     sys.stdout.flush()
     return 0
 
 
+def host_has_journal() -> bool:
+    from logpipe.sources.journal import SYSTEM_JOURNAL_DIRS
+
+    return any(any(Path(d).rglob("*.journal")) for d in SYSTEM_JOURNAL_DIRS if Path(d).is_dir())
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from logpipe.agent import Agent, on_signals
+    from logpipe.positions import Positions
     from logpipe.sinks.stdout import StdoutSink
 
-    if args.config:
-        config, embedded = _load(args), False
-    else:
-        config, _ = default_config()
-        embedded = True
+    embedded = not args.config
+    config = default_config() if embedded else _load(args)
     if args.log_level is None:
         logging.getLogger().setLevel(config.server.log_level.upper().replace("WARN", "WARNING"))
     if config.clients:
@@ -162,42 +169,39 @@ def cmd_run(args: argparse.Namespace) -> int:
             "clients: pushing to Loki is not available in this version of logpipe; "
             "remove `clients` (or unset LOKI_URL) to print entries to stdout"
         )
-    on_signals()
-    agent = Agent(config)
-    agent.start_server()
-    sink = StdoutSink(sys.stdout.buffer)
-    try:
-        if args.stdin or any(sc.stdin for sc in config.scrape_configs) and not embedded:
-            agent.run_stdin(sys.stdin.buffer, [sink], args.job)
-        elif embedded:
-            log.info("sending the bundled sample logs (no journal source in this version)")
-            agent.run_stdin(io.BytesIO(bundled_samples()), [sink])
-            _serve_until_signal()
+    p = config.positions
+    positions = Positions(p.filename, p.sync_period, p.ignore_invalid_yaml)
+    agent = Agent(config, [StdoutSink(sys.stdout.buffer)], positions=positions)
+    samples = False
+    if embedded:
+        if host_has_journal():
+            agent.add_configured_sources()
         else:
-            raise LogpipeError(
-                "scrape_configs: this version of logpipe reads standard input only "
-                "(add `stdin: {}` to a scrape config, or pass --stdin)"
-            )
+            log.info("no local journal: sending the bundled sample logs")
+            agent.add_stdin(io.BytesIO(bundled_samples()), "samples")
+            samples = True
+    else:
+        if args.stdin or any(sc.stdin is not None for sc in config.scrape_configs):
+            agent.add_stdin(sys.stdin.buffer, args.job)
+        agent.add_configured_sources()
+    if not agent.sources:
+        raise LogpipeError("scrape_configs: nothing to read: add a `journal` or `stdin` scrape config (or pass --stdin)")
+    on_signals()
+    agent.start_server()
+    agent.start()
+    try:
+        agent.wait()
+        if samples and not agent.stop_event.is_set():
+            log.info("samples sent; serving /metrics until interrupted (Ctrl-C)")
+            agent.serve_forever()
     finally:
-        agent.stop()
+        agent.shutdown()
     return 0
 
 
 def bundled_samples() -> bytes:
     folder = resources.files("logpipe").joinpath("samples")
     return b"".join(f.read_bytes() for f in sorted(folder.iterdir(), key=lambda f: f.name) if f.name.endswith(".log"))
-
-
-def _serve_until_signal() -> None:
-    import threading
-
-    from logpipe.agent import Shutdown
-
-    log.info("samples sent; serving /metrics until interrupted (Ctrl-C)")
-    try:
-        threading.Event().wait()
-    except Shutdown:
-        pass
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

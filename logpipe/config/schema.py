@@ -148,6 +148,10 @@ class JournalConfig:
     path: str = ""
     matches: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # logpipe's own: a batch goes to the pipeline when this many entries are read, when the
+    # reader has caught up with the journal, or after batch_wait, whichever comes first.
+    batch_size: int = 4096
+    batch_wait: Duration = Duration(1.0)
 
     def validate(self, ctx: Ctx, path: str) -> None:
         for name in self.labels:
@@ -155,6 +159,8 @@ class JournalConfig:
         for m in self.matches.split():
             if m != "+" and "=" not in m:
                 ctx.error(join(path, "matches"), f"journal match {m!r} must be FIELD=value (or + for OR)")
+        if self.batch_size < 1:
+            ctx.error(join(path, "batch_size"), "must be at least 1")
 
 
 @dataclass

@@ -6,6 +6,7 @@ from typing import BinaryIO
 import orjson
 
 from logpipe.batch import Batch, LabelSet
+from logpipe.positions import Ticket
 
 
 class StdoutSink:
@@ -23,7 +24,7 @@ class StdoutSink:
             j = self._labels_json[ls] = orjson.dumps(ls.as_dict())
         return j
 
-    def write(self, batch: Batch) -> None:
+    def send(self, batch: Batch, ticket: Ticket | None = None) -> None:
         dumps = orjson.dumps
         labels = self._labels
         md = batch.metadata
@@ -39,6 +40,8 @@ class StdoutSink:
         ]
         self.out.write(b"".join(parts))
         self.out.flush()
+        if ticket is not None:
+            ticket.done()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 0.0) -> None:
         self.out.flush()

@@ -1,24 +1,27 @@
 """Reading log lines from a byte stream (standard input): one line per entry, in batches."""
 from __future__ import annotations
 
+import threading
 import time
-from typing import BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 
-from logpipe.batch import Batch, LabelSet
+from logpipe.batch import Batch
 from logpipe.telemetry import SelfMetrics
+
+if TYPE_CHECKING:
+    from logpipe.agent import Job
 
 BLOCK = 1 << 20
 
 
 def decode_lines(block: bytes) -> tuple[list[str], int]:
-    """Split complete lines and decode them as UTF-8; returns (lines, undecodable count).
+    """Split lines and decode them as UTF-8; returns (lines, count of undecodable lines).
 
     The whole block is decoded in one call; only a block with bad bytes is decoded line by
     line, with U+FFFD replacing what is not UTF-8 (the entry passes on, as in Promtail)."""
     try:
-        text = block.decode("utf-8")
+        lines = block.decode("utf-8").split("\n")
         bad = 0
-        lines = text.split("\n")
     except UnicodeDecodeError:
         lines, bad = [], 0
         for raw in block.split(b"\n"):
@@ -39,36 +42,27 @@ class StdinSource:
     entries keep their order and two equal lines never share a timestamp (Loki would keep
     only one of them). Empty lines are skipped, as Promtail's stdin does."""
 
-    def __init__(
-        self,
-        stream: BinaryIO,
-        job: str,
-        labels: LabelSet,
-        metrics: SelfMetrics,
-        batch_size: int = 8192,
-        clock: Callable[[], int] = time.time_ns,
-    ):
+    def __init__(self, stream: BinaryIO, job: "Job", metrics: SelfMetrics, batch_size: int = 8192,
+                 clock: Callable[[], int] = time.time_ns):
         self.stream = stream
         self.job = job
-        self.labels = labels
-        self.metrics = metrics
+        self.key = f"stdin-{job.name}"
         self.batch_size = batch_size
         self.clock = clock
-        self._entries = metrics.read_entries.labels(job)
-        self._bytes = metrics.read_bytes.labels(job)
-        self._bad = metrics.decode_errors.labels(job)
+        self._entries = metrics.read_entries.labels(job.name)
+        self._bytes = metrics.read_bytes.labels(job.name)
+        self._bad = metrics.decode_errors.labels(job.name)
 
-    def _blocks(self) -> Iterator[bytes]:
+    def describe(self) -> dict[str, Any]:
+        return {"type": "stdin", "job": self.job.name, "labels": self.job.labels.as_dict()}
+
+    def batches(self, stop: threading.Event | None = None) -> Iterator[Batch]:
         read = getattr(self.stream, "read1", self.stream.read)
-        while True:
+        pending = b""
+        while stop is None or not stop.is_set():
             block = read(BLOCK)
             if not block:
-                return
-            yield block
-
-    def batches(self) -> Iterator[Batch]:
-        pending = b""
-        for block in self._blocks():
+                break
             data = pending + block if pending else block
             cut = data.rfind(b"\n")
             if cut < 0:
@@ -93,4 +87,4 @@ class StdinSource:
         for start in range(0, len(lines), self.batch_size):
             chunk = lines[start : start + self.batch_size]
             base = now + start
-            yield Batch.of_lines(chunk, list(range(base, base + len(chunk))), self.labels)
+            yield Batch.of_lines(chunk, list(range(base, base + len(chunk))), self.job.labels)

@@ -1,0 +1,261 @@
+"""The systemd journal as a streaming source (systemd-python's reader, raw fast path).
+
+Per entry only the fields the job needs are fetched raw (MESSAGE, the realtime timestamp,
+and the fields relabel_configs read); the cursor is fetched once per batch. Each distinct
+tuple of field values becomes one LabelSet, so relabeling runs once per distinct tuple.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import orjson
+
+from logpipe.batch import Batch, LabelSet
+from logpipe.config.schema import JournalConfig
+from logpipe.errors import SourceError
+from logpipe.positions import Positions
+from logpipe.telemetry import SelfMetrics
+
+if TYPE_CHECKING:
+    from logpipe.agent import Job
+
+log = logging.getLogger("logpipe.journal")
+
+PRIORITY_KEYWORDS = {
+    "0": "emerg", "1": "alert", "2": "crit", "3": "error", "4": "warning", "5": "notice", "6": "info", "7": "debug",
+}
+SYSTEM_JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
+_ALL_FIELDS_ACTIONS = ("labelmap", "labeldrop", "labelkeep")
+
+
+def fields_needed(job: "Job", cfg: JournalConfig) -> list[str] | None:
+    """The journal fields relabeling reads, or None when it needs them all."""
+    rules = job.config.relabel_configs
+    if cfg.json or any(r.action in _ALL_FIELDS_ACTIONS for r in rules):
+        return None
+    names: set[str] = set()
+    for r in rules:
+        for label in [*r.source_labels, r.target_label]:
+            if label == "__journal_priority_keyword":
+                names.add("PRIORITY")
+            elif label.startswith("__journal_"):
+                names.add(label[len("__journal_"):].upper())
+    names.discard("MESSAGE")
+    return sorted(names)
+
+
+def check_directory(path: str) -> None:
+    """A clear error, naming the path and the permission, instead of silently reading nothing."""
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"journal directory {path} does not exist")
+    if not p.is_dir():
+        raise SourceError(f"journal path {path} is not a directory")
+    need = "run logpipe as root or as a member of the systemd-journal group"
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise SourceError(f"cannot read journal directory {path}: permission denied ({need})")
+    for f in p.rglob("*.journal"):
+        if not os.access(f, os.R_OK):
+            raise SourceError(f"cannot read journal file {f}: permission denied ({need})")
+        break
+
+
+_HEADER = struct.Struct("<8sII")
+
+
+def damaged_files(path: str) -> list[tuple[Path, str]]:
+    """Journal files whose header says they are not whole; the reader skips such damage
+    silently, so the source looks for it and says so."""
+    found = []
+    for f in sorted(Path(path).rglob("*.journal")):
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(112)
+            size = f.stat().st_size
+        except OSError as e:
+            found.append((f, f"cannot read: {e.strerror}"))
+            continue
+        if len(head) < 112 or head[:8] != b"LPKSHHRH":
+            found.append((f, "not a journal file"))
+            continue
+        header_size, arena_size = struct.unpack_from("<QQ", head, 88)
+        if size < header_size + arena_size:
+            found.append((f, f"truncated ({size} of {header_size + arena_size} bytes)"))
+    return found
+
+
+def open_reader(cfg: JournalConfig) -> Any:
+    from systemd import journal
+
+    if cfg.path:
+        check_directory(cfg.path)
+        for f, why in damaged_files(cfg.path):
+            log.warning("journal file %s is damaged (%s): reading what can be read", f, why)
+        reader = journal.Reader(path=cfg.path)
+    else:
+        for d in SYSTEM_JOURNAL_DIRS:
+            if Path(d).exists():
+                check_directory(d)
+        reader = journal.Reader(flags=0)
+    reader.data_threshold = 0  # whole fields, however long; line limits are applied later
+    for term in cfg.matches.split():
+        if term == "+":
+            reader.add_disjunction()
+        else:
+            reader.add_match(term)
+    return reader
+
+
+class JournalSource:
+    """Follows the journal; each batch's ack is the cursor of its last entry."""
+
+    def __init__(self, job: "Job", cfg: JournalConfig, positions: Positions | None, metrics: SelfMetrics,
+                 reader_factory: Callable[[JournalConfig], Any] = open_reader, clock: Callable[[], float] = time.time):
+        self.job = job
+        self.cfg = cfg
+        self.key = f"journal-{job.name}"  # Promtail's positions key for a journal job
+        self.positions = positions
+        self.reader_factory = reader_factory
+        self.clock = clock
+        self.fields = fields_needed(job, cfg)
+        self.static = job.labels.as_dict()
+        self._labels: dict[tuple, LabelSet] = {}
+        self._entries = metrics.read_entries.labels(job.name)
+        self._bytes = metrics.read_bytes.labels(job.name)
+        self._bad = metrics.decode_errors.labels(job.name)
+        self._no_message = metrics.stage_errors.labels("journal", "no_message")
+        self.position: str | None = None
+        self.last_ts = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "journal", "job": self.job.name, "path": self.cfg.path or "system journal",
+                "labels": self.static, "position": self.position,
+                "lag_seconds": max(0.0, self.clock() - self.last_ts / 1e9) if self.last_ts else None}
+
+    def _seek(self, r: Any) -> None:
+        since_us = int((self.clock() - self.cfg.max_age) * 1_000_000)
+        cursor = self.positions.get(self.key) if self.positions is not None else None
+        if cursor:
+            try:
+                r.seek_cursor(cursor)
+                if r._next():
+                    if r._get_realtime() >= since_us:
+                        if not r.test_cursor(cursor):
+                            r._previous()  # the saved entry was vacuumed: this one is unread
+                        self.position = cursor
+                        return
+                    log.info("saved journal position of job %s is older than max_age; starting at max_age", self.job.name)
+            except (ValueError, OSError) as e:
+                log.warning("saved journal cursor of job %s is unusable (%s); starting at max_age", self.job.name, e)
+        r.seek_realtime(since_us)
+
+    def _label_set(self, key: tuple) -> LabelSet:
+        ls = self._labels.get(key)
+        if ls is None:
+            fields = dict(zip(self.fields, key)) if self.fields is not None else dict(key)
+            labels = {}
+            for name, value in fields.items():
+                if value is None:
+                    continue
+                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+                if name == "PRIORITY":
+                    labels["__journal_priority_keyword"] = PRIORITY_KEYWORDS.get(text, text)
+                labels["__journal_" + name.lower()] = text
+            labels.update(self.static)
+            if len(self._labels) > 65536:
+                self._labels.clear()
+            ls = self._labels[key] = LabelSet.of(labels)
+        return ls
+
+    def batches(self, stop: threading.Event) -> Iterator[Batch]:
+        r = self.reader_factory(self.cfg)
+        try:
+            self._seek(r)
+            yield from self._follow(r, stop)
+        finally:
+            r.close()
+
+    def _follow(self, r: Any, stop: threading.Event) -> Iterator[Batch]:
+        nxt, get, realtime = r._next, r._get, r._get_realtime
+        fields, json_mode, size = self.fields, self.cfg.json, self.cfg.batch_size
+        lines: list[str] = []
+        ts: list[int] = []
+        keys: list[tuple] = []
+        nbytes = bad = no_msg = 0
+        started = time.monotonic()
+
+        def field(name: str) -> bytes | None:
+            try:
+                return get(name)
+            except KeyError:
+                try:  # libsystemd can miss a field right at the tail: ask once more
+                    return get(name)
+                except KeyError:
+                    return None
+
+        while not stop.is_set():
+            caught_up = False
+            while len(lines) < size:
+                if not nxt():
+                    caught_up = True
+                    break
+                if json_mode:
+                    entry = r._get_all()
+                    values = {k: (v[-1] if isinstance(v, list) else v) for k, v in entry.items()}
+                    text_fields = {k: v.decode("utf-8", "replace") for k, v in values.items()}
+                    raw = _go_json(text_fields)
+                    key = tuple(sorted(values.items()))
+                else:
+                    raw_msg = field("MESSAGE")
+                    if raw_msg is None:
+                        no_msg += 1
+                        continue
+                    raw = raw_msg
+                    if fields is None:
+                        entry = r._get_all()
+                        key = tuple(sorted((k, v[-1] if isinstance(v, list) else v) for k, v in entry.items()))
+                    else:
+                        key = tuple([field(f) for f in fields])
+                try:
+                    line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+                except UnicodeDecodeError:
+                    line = raw.decode("utf-8", "replace")
+                    bad += 1
+                nbytes += len(raw)
+                lines.append(line)
+                ts.append(realtime() * 1000)
+                keys.append(key)
+            if lines and (caught_up or len(lines) >= size or time.monotonic() - started >= self.cfg.batch_wait):
+                cursor = r._get_cursor()
+                labels = list(map(self._label_set, keys))
+                self._entries.inc(len(lines))
+                self._bytes.inc(nbytes)
+                if bad:
+                    self._bad.inc(bad)
+                if no_msg:
+                    self._no_message.inc(no_msg)
+                self.position, self.last_ts = cursor, ts[-1]
+                yield Batch(lines, ts, labels, ack={self.key: cursor})
+                lines, ts, keys = [], [], []
+                nbytes = bad = no_msg = 0
+                started = time.monotonic()
+            elif no_msg:
+                self._no_message.inc(no_msg)
+                no_msg = 0
+            if caught_up:
+                r.wait(0.25)  # returns at once when the journal grows; the timeout checks `stop`
+
+
+def _go_json(fields: dict[str, str]) -> str:
+    """JSON as Go's encoding/json writes a map[string]string: sorted keys, HTML-safe."""
+    text = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS).decode()
+    if "<" in text or ">" in text or "&" in text or "\u2028" in text or "\u2029" in text:
+        text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+                .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return text
