@@ -52,7 +52,7 @@ class Job:
 
     def relabeled(self, batch: Batch) -> Batch:
         """Apply relabel_configs once per distinct label set; drop what they drop."""
-        labels = list(map(self.relabel, batch.labels))
+        labels = list(map(self.relabel.__getitem__, batch.labels))
         if self.drop_unlabeled and EMPTY_LABELS in labels:
             if not self._warned_unlabeled:
                 log.warning("job %s: journal entries left with no labels are dropped, as Promtail does; "

@@ -6,10 +6,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from logpipe.batch import Batch
 from logpipe.sources.stdin import decode_lines
+
+if TYPE_CHECKING:
+    from logpipe.agent import Job
 
 
 def rss_anon_kib() -> int:
@@ -24,7 +27,7 @@ def rss_anon_kib() -> int:
 class PeakRss:
     """Samples RssAnon in the background; the kernel keeps no peak for anonymous memory."""
 
-    def __init__(self, every: float = 0.005):
+    def __init__(self, every: float = 0.02):
         self.every = every
         self.peak = rss_anon_kib()
         self._stop = threading.Event()
@@ -47,15 +50,16 @@ class PeakRss:
 @dataclass
 class Figures:
     name: str
-    lines: int
+    lines_in: int
+    lines_out: int
     wall: float
     cpu: float
     peak_rss_kib: int
 
     def report(self) -> str:
         return (
-            f"{self.name}: {self.lines} lines in {self.wall:.2f}s wall, {self.cpu:.2f}s CPU: "
-            f"{self.lines / self.wall:,.0f} lines/s, {self.lines / self.cpu:,.0f} lines per CPU-second, "
+            f"{self.name}: {self.lines_in} lines in, {self.lines_out} out, {self.wall:.2f}s wall, {self.cpu:.2f}s CPU: "
+            f"{self.lines_in / self.wall:,.0f} lines/s, {self.lines_in / self.cpu:,.0f} lines per CPU-second, "
             f"peak RssAnon {self.peak_rss_kib / 1024:.1f} MiB"
         )
 
@@ -65,12 +69,15 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def measure(name: str, n: int, work: Callable[[], object]) -> Figures:
+def measure(name: str, work: Callable[[], tuple[int, int] | None]) -> Figures:
+    """Run `work` (which returns (lines in, lines out)) and take its CPU, wall and memory."""
+    result: list[tuple[int, int]] = []
     with PeakRss() as rss:
         c0, w0 = cpu_seconds(), time.perf_counter()
-        work()
+        result.append(work())  # type: ignore[arg-type]
         cpu, wall = cpu_seconds() - c0, time.perf_counter() - w0
-    return Figures(name, n, wall, max(cpu, 1e-9), rss.peak)
+    n_in, n_out = result[0]
+    return Figures(name, n_in, n_out, wall, max(cpu, 1e-9), rss.peak)
 
 
 def load_lines(path: str | Path) -> list[str]:
@@ -78,12 +85,25 @@ def load_lines(path: str | Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def bench_job(process: Callable[[Batch], Batch], lines: list[str], labels, batch_size: int = 8192) -> int:
-    """Feed `lines` through `process` in batches, as a source would; returns entries out."""
+def bench_lines(job: "Job", lines: list[str], batch_size: int = 8192) -> tuple[int, int]:
+    """Feed `lines` through the job in batches, as a source would."""
     out = 0
     ts0 = time.time_ns()
     for start in range(0, len(lines), batch_size):
         chunk = lines[start : start + batch_size]
-        batch = Batch.of_lines(chunk, list(range(ts0 + start, ts0 + start + len(chunk))), labels)
-        out += len(process(batch))
-    return out
+        batch = Batch.of_lines(chunk, list(range(ts0 + start, ts0 + start + len(chunk))), job.labels)
+        out += len(job.process(batch))
+    return len(lines), out
+
+
+def bench_journal(job: "Job") -> tuple[int, int]:
+    """Read the job's journal from its start (max_age permitting) to its end, through the job."""
+    from logpipe.sources.journal import JournalSource
+
+    assert job.config.journal is not None
+    src = JournalSource(job, job.config.journal, None, job.env.metrics, follow=False)
+    n_in = n_out = 0
+    for batch in src.batches(threading.Event()):
+        n_in += len(batch)
+        n_out += len(job.process(batch))
+    return n_in, n_out

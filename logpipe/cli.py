@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="measure a pipeline over a file held in memory")
     common(bench, required=True)
-    bench.add_argument("--input", required=True, metavar="FILE", help="log lines to run through the pipeline")
+    bench.add_argument("--input", metavar="FILE", help="log lines to run through the pipeline (not for journal jobs)")
     bench.add_argument("--job", help="scrape config job_name (default: the first)")
     bench.add_argument("--repeat", type=int, default=1, help="run the input this many times")
     return p
@@ -206,17 +206,20 @@ def bundled_samples() -> bytes:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from logpipe.agent import Job
-    from logpipe.bench import bench_job, load_lines, measure
+    from logpipe.bench import bench_journal, bench_lines, load_lines, measure
     from logpipe.telemetry import SelfMetrics
 
     config = _load(args)
     job = Job(config.job(args.job), SelfMetrics())
-    lines = load_lines(args.input) * args.repeat
-    out: list[int] = []
-    figures = measure(f"{job.name} ({len(job.pipeline.stages)} stages)", len(lines),
-                      lambda: out.append(bench_job(job.process, lines, job.labels)))
+    name = f"{job.name} ({len(job.pipeline.stages)} stages)"
+    if job.config.journal is not None:
+        figures = measure(name, lambda: bench_journal(job))
+    else:
+        if not args.input:
+            raise LogpipeError("bench: --input FILE is needed for a job that does not read the journal")
+        lines = load_lines(args.input) * args.repeat
+        figures = measure(name, lambda: bench_lines(job, lines))
     print(figures.report())
-    print(f"{out[0]} entries out")
     return 0
 
 

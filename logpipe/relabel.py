@@ -34,26 +34,29 @@ def expand(template: str, match: re.Match[str]) -> str:
     return _TEMPLATE_REF.sub(sub, template)
 
 
-class Relabeler:
-    """Applies a list of relabel rules; results are cached per input LabelSet."""
+class Relabeler(dict):
+    """Applies a list of relabel rules, memoised per input LabelSet.
+
+    Use `list(map(relabeler.__getitem__, labels))`: a label set seen before is a C-level
+    dict hit; only a new one runs the rules. The result drops labels starting with `__`;
+    None means the entry is dropped.
+    """
 
     def __init__(self, rules: Sequence[Any], cache_size: int = 100_000):
+        super().__init__()
         self.rules = list(rules)
-        self._cache: dict[LabelSet, LabelSet | None] = {}
         self._cache_size = cache_size
 
-    def __call__(self, labels: LabelSet) -> LabelSet | None:
-        """The relabeled set (labels starting with `__` removed), or None when dropped."""
-        try:
-            return self._cache[labels]
-        except KeyError:
-            pass
+    def __missing__(self, labels: LabelSet) -> LabelSet | None:
         out = self._apply(labels.as_dict())
         result = None if out is None else LabelSet.of({k: v for k, v in out.items() if not k.startswith("__")})
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[labels] = result
+        if len(self) >= self._cache_size:
+            self.clear()
+        self[labels] = result
         return result
+
+    def __call__(self, labels: LabelSet) -> LabelSet | None:
+        return self[labels]
 
     def _apply(self, lb: dict[str, str]) -> dict[str, str] | None:
         for r in self.rules:

@@ -19,6 +19,7 @@ import orjson
 from logpipe.batch import Batch, LabelSet
 from logpipe.config.schema import JournalConfig
 from logpipe.errors import SourceError
+from logpipe.pipeline.values import ValueCache
 from logpipe.positions import Positions
 from logpipe.telemetry import SelfMetrics
 
@@ -116,16 +117,17 @@ class JournalSource:
     """Follows the journal; each batch's ack is the cursor of its last entry."""
 
     def __init__(self, job: "Job", cfg: JournalConfig, positions: Positions | None, metrics: SelfMetrics,
-                 reader_factory: Callable[[JournalConfig], Any] = open_reader, clock: Callable[[], float] = time.time):
+                 reader_factory: Callable[[JournalConfig], Any] = open_reader, clock: Callable[[], float] = time.time,
+                 follow: bool = True):
         self.job = job
         self.cfg = cfg
         self.key = f"journal-{job.name}"  # Promtail's positions key for a journal job
         self.positions = positions
         self.reader_factory = reader_factory
         self.clock = clock
+        self.follow = follow  # False: stop once caught up (benchmarks, one-shot reads)
         self.fields = fields_needed(job, cfg)
         self.static = job.labels.as_dict()
-        self._labels: dict[tuple, LabelSet] = {}
         self._entries = metrics.read_entries.labels(job.name)
         self._bytes = metrics.read_bytes.labels(job.name)
         self._bad = metrics.decode_errors.labels(job.name)
@@ -156,22 +158,17 @@ class JournalSource:
         r.seek_realtime(since_us)
 
     def _label_set(self, key: tuple) -> LabelSet:
-        ls = self._labels.get(key)
-        if ls is None:
-            fields = dict(zip(self.fields, key)) if self.fields is not None else dict(key)
-            labels = {}
-            for name, value in fields.items():
-                if value is None:
-                    continue
-                text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-                if name == "PRIORITY":
-                    labels["__journal_priority_keyword"] = PRIORITY_KEYWORDS.get(text, text)
-                labels["__journal_" + name.lower()] = text
-            labels.update(self.static)
-            if len(self._labels) > 65536:
-                self._labels.clear()
-            ls = self._labels[key] = LabelSet.of(labels)
-        return ls
+        fields = dict(zip(self.fields, key)) if self.fields is not None else dict(key)
+        labels = {}
+        for name, value in fields.items():
+            if value is None:
+                continue
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            if name == "PRIORITY":
+                labels["__journal_priority_keyword"] = PRIORITY_KEYWORDS.get(text, text)
+            labels["__journal_" + name.lower()] = text
+        labels.update(self.static)
+        return LabelSet.of(labels)
 
     def batches(self, stop: threading.Event) -> Iterator[Batch]:
         r = self.reader_factory(self.cfg)
@@ -183,73 +180,86 @@ class JournalSource:
 
     def _follow(self, r: Any, stop: threading.Event) -> Iterator[Batch]:
         nxt, get, realtime = r._next, r._get, r._get_realtime
-        fields, json_mode, size = self.fields, self.cfg.json, self.cfg.batch_size
-        lines: list[str] = []
-        ts: list[int] = []
+        fields, size = self.fields, self.cfg.batch_size
+        label_sets = ValueCache(self._label_set)
+        raws: list[bytes] = []
+        stamps: list[int] = []
         keys: list[tuple] = []
-        nbytes = bad = no_msg = 0
+        no_msg = 0
         started = time.monotonic()
 
-        def field(name: str) -> bytes | None:
-            try:
+        def retry(name: str) -> bytes | None:
+            try:  # libsystemd can miss a field right at the tail: ask once more
                 return get(name)
             except KeyError:
-                try:  # libsystemd can miss a field right at the tail: ask once more
-                    return get(name)
-                except KeyError:
-                    return None
+                return None
 
+        append_raw, append_ts, append_key = raws.append, stamps.append, keys.append
         while not stop.is_set():
             caught_up = False
-            while len(lines) < size:
+            for _ in range(size - len(raws)):
                 if not nxt():
                     caught_up = True
                     break
-                if json_mode:
-                    entry = r._get_all()
-                    values = {k: (v[-1] if isinstance(v, list) else v) for k, v in entry.items()}
-                    text_fields = {k: v.decode("utf-8", "replace") for k, v in values.items()}
-                    raw = _go_json(text_fields)
-                    key = tuple(sorted(values.items()))
-                else:
-                    raw_msg = field("MESSAGE")
-                    if raw_msg is None:
-                        no_msg += 1
+                if fields is not None:
+                    try:  # the hot path: a few C calls and no Python frames per entry
+                        key = tuple(map(get, fields))
+                        append_raw(get("MESSAGE"))
+                        append_key(key)
+                        append_ts(realtime())
                         continue
-                    raw = raw_msg
-                    if fields is None:
-                        entry = r._get_all()
-                        key = tuple(sorted((k, v[-1] if isinstance(v, list) else v) for k, v in entry.items()))
-                    else:
-                        key = tuple([field(f) for f in fields])
-                try:
-                    line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-                except UnicodeDecodeError:
-                    line = raw.decode("utf-8", "replace")
-                    bad += 1
-                nbytes += len(raw)
-                lines.append(line)
-                ts.append(realtime() * 1000)
-                keys.append(key)
-            if lines and (caught_up or len(lines) >= size or time.monotonic() - started >= self.cfg.batch_wait):
-                cursor = r._get_cursor()
-                labels = list(map(self._label_set, keys))
-                self._entries.inc(len(lines))
-                self._bytes.inc(nbytes)
-                if bad:
-                    self._bad.inc(bad)
-                if no_msg:
-                    self._no_message.inc(no_msg)
-                self.position, self.last_ts = cursor, ts[-1]
-                yield Batch(lines, ts, labels, ack={self.key: cursor})
-                lines, ts, keys = [], [], []
-                nbytes = bad = no_msg = 0
-                started = time.monotonic()
-            elif no_msg:
+                    except KeyError:
+                        raw = retry("MESSAGE")
+                        key = tuple(map(retry, fields))
+                else:  # json mode, or rules that read every field
+                    entry = r._get_all()
+                    key = tuple(sorted((k, v[-1] if isinstance(v, list) else v) for k, v in entry.items()))
+                    raw = _go_json({k: v.decode("utf-8", "replace") for k, v in key}).encode() if self.cfg.json \
+                        else dict(key).get("MESSAGE")
+                if raw is None:
+                    no_msg += 1
+                    continue
+                append_raw(raw)
+                append_key(key)
+                append_ts(realtime())
+            if no_msg:
                 self._no_message.inc(no_msg)
                 no_msg = 0
+            if raws and (caught_up or len(raws) >= size or time.monotonic() - started >= self.cfg.batch_wait):
+                cursor = r._get_cursor()
+                lines, bad = _decode(raws)
+                self._entries.inc(len(lines))
+                self._bytes.inc(sum(map(len, raws)))
+                if bad:
+                    self._bad.inc(bad)
+                ts = [t * 1000 for t in stamps]
+                self.position, self.last_ts = cursor, ts[-1]
+                yield Batch(lines, ts, list(map(label_sets.__getitem__, keys)), ack={self.key: cursor})
+                raws, stamps, keys = [], [], []
+                append_raw, append_ts, append_key = raws.append, stamps.append, keys.append
+                started = time.monotonic()
             if caught_up:
+                if not self.follow:
+                    return
                 r.wait(0.25)  # returns at once when the journal grows; the timeout checks `stop`
+
+
+def _decode(raws: list[bytes]) -> tuple[list[str], int]:
+    """Decode a batch of messages with one call when no message holds a newline."""
+    joined = b"\n".join(raws)
+    if joined.count(b"\n") == len(raws) - 1:
+        try:
+            return joined.decode("utf-8").split("\n"), 0
+        except UnicodeDecodeError:
+            pass
+    lines, bad = [], 0
+    for raw in raws:
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("utf-8", "replace"))
+            bad += 1
+    return lines, bad
 
 
 def _go_json(fields: dict[str, str]) -> str:

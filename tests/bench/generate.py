@@ -60,3 +60,68 @@ def ensure(kind: str, n: int, folder: Path) -> Path:
 if __name__ == "__main__":
     kind, n = sys.argv[1], int(sys.argv[2])
     sys.stdout.write("\n".join(KINDS[kind](n)) + "\n")
+
+
+UNITS = ["ollama.service", "litellm.service", "vllm.service", "redis-server.service"]
+
+
+def journal_export(n: int, seed: int = 3):
+    """Export-format entries across four units, about 20 fields each like a real journal."""
+    import time as _time
+
+    rnd = random.Random(seed)
+    start_us = int(_time.time() * 1e6) - n * 100  # all within max_age of the bench configs
+    lit = litellm(2000, seed)
+    ngx = nginx(2000, seed)
+    for i in range(n):
+        unit = UNITS[i % 4]
+        if unit == "litellm.service":
+            msg = lit[i % 2000]
+        elif unit == "ollama.service":
+            msg = (f'time=2026-11-20T10:00:{i % 60:02d}.000Z level={rnd.choice(["INFO", "INFO", "WARN", "ERROR"])} '
+                   f'source=server.go:{rnd.randrange(900)} msg="request served" model=llama3 duration={rnd.random():.3f}s')
+        elif unit == "vllm.service":
+            msg = ngx[i % 2000]
+        else:
+            msg = f"1234:M 20 Nov 2026 10:00:{i % 60:02d}.{i % 1000:03d} * Background saving started by pid {i}"
+        fields = (
+            f"__REALTIME_TIMESTAMP={start_us + i * 100}\n__MONOTONIC_TIMESTAMP={i * 100}\n"
+            f"_BOOT_ID=8d3e1c7f2b4a4f0e9c6d5b3a2f1e0d9c\n_MACHINE_ID=2f4c6e8a0b1d3f5e7a9c1e3f5a7c9e1b\n"
+            f"_HOSTNAME=gpu-node-1\n_TRANSPORT=stdout\nPRIORITY={rnd.choice('3466666')}\nSYSLOG_FACILITY=3\n"
+            f"SYSLOG_IDENTIFIER={unit.split('.')[0]}\n_PID={1000 + i % 4}\n_UID=998\n_GID=998\n_COMM={unit.split('.')[0]}\n"
+            f"_EXE=/usr/bin/{unit.split('.')[0]}\n_CMDLINE=/usr/bin/{unit.split('.')[0]} serve\n"
+            f"_CAP_EFFECTIVE=0\n_SELINUX_CONTEXT=unconfined\n_SYSTEMD_CGROUP=/system.slice/{unit}\n"
+            f"_SYSTEMD_UNIT={unit}\n_SYSTEMD_SLICE=system.slice\n_SYSTEMD_INVOCATION_ID=4b8f0c2d9e1a4c3b\n"
+            f"_STREAM_ID=0d7c9e1b3a5f\nMESSAGE={msg}\n\n"
+        )
+        yield fields.encode()
+
+
+def ensure_journal(n: int, folder: Path) -> Path:
+    """A directory holding an n-entry journal (made once, then reused)."""
+    import shutil
+    import subprocess
+
+    d = folder / f"journal-{n}"
+    done = d / ".complete"
+    if done.exists():
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    exe = next(p for p in ("/lib/systemd/systemd-journal-remote", "/usr/lib/systemd/systemd-journal-remote")
+               if Path(p).exists())
+    proc = subprocess.Popen([exe, f"--output={d}/bench.journal", "-"], stdin=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdin is not None
+    chunk: list[bytes] = []
+    for e in journal_export(n):
+        chunk.append(e)
+        if len(chunk) == 10000:
+            proc.stdin.write(b"".join(chunk))
+            chunk = []
+    proc.stdin.write(b"".join(chunk))
+    proc.stdin.close()
+    if proc.wait() != 0:
+        raise RuntimeError("systemd-journal-remote failed")
+    done.touch()
+    return d

@@ -42,22 +42,53 @@ def floor_regex(path: Path, config: Path) -> float:
     return n / (time.process_time() - c0)
 
 
+def floor_journalctl(directory: Path) -> float:
+    """journalctl -o cat over the same journal: the C floor for reading it."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(["journalctl", "--directory", str(directory), "-o", "cat", "--no-pager"],
+                         stdout=subprocess.PIPE, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out.count(b"\n") / cpu
+
+
+def run_case(args: list[str], env: dict[str, str] | None = None) -> int | None:
+    import os
+
+    r = subprocess.run([sys.executable, "-m", "logpipe", "bench", *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})})
+    print(r.stdout.strip() or r.stderr.strip())
+    m = re.search(r"([\d,]+) lines per CPU-second", r.stdout)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "logpipe-bench"))
+    ap.add_argument("--cases", default="litellm,nginx,journal")
     args = ap.parse_args()
-    for kind, config in CASES.items():
+    cases = args.cases.split(",")
+    for kind in ("litellm", "nginx"):
+        if kind not in cases:
+            continue
+        config = CASES[kind]
         data = ensure(kind, args.lines, Path(args.data))
-        r = subprocess.run([sys.executable, "-m", "logpipe", "bench", "--config", str(config), "--input", str(data)],
-                           capture_output=True, text=True)
-        print(r.stdout.strip() or r.stderr.strip())
-        m = re.search(r"([\d,]+) lines per CPU-second", r.stdout)
+        rate = run_case(["--config", str(config), "--input", str(data)])
         floor = floor_json(data) if kind == "litellm" else floor_regex(data, config)
         what = "orjson.loads per line" if kind == "litellm" else "one re.findall over the text"
-        if m:
-            ratio = int(m.group(1).replace(",", "")) / floor
-            print(f"  floor ({what}): {floor:,.0f} lines per CPU-second; ratio {ratio:.2f}x")
+        if rate:
+            print(f"  floor ({what}): {floor:,.0f} lines per CPU-second; ratio {rate / floor:.2f}x")
+    if "journal" in cases:
+        from generate import ensure_journal
+
+        directory = ensure_journal(args.lines, Path(args.data))
+        rate = run_case(["--config", str(HERE / "journal.yaml"), "--config.expand-env"], {"BENCH_JOURNAL": str(directory)})
+        floor = floor_journalctl(directory)
+        if rate:
+            print(f"  floor (journalctl -o cat > /dev/null): {floor:,.0f} entries per CPU-second; ratio {rate / floor:.2f}x")
 
 
 if __name__ == "__main__":
