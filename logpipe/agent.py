@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import Any, BinaryIO, Iterator, Protocol
 
 from logpipe.batch import EMPTY_LABELS, Batch, LabelSet
@@ -13,7 +14,7 @@ from logpipe.errors import LogpipeError
 from logpipe.pipeline.stage import Pipeline, StageEnv
 from logpipe.positions import AckTracker, Positions, Ticket
 from logpipe.relabel import Relabeler
-from logpipe.telemetry import SelfMetrics, TelemetryServer
+from logpipe.telemetry import SelfMetrics, StateCollector, TelemetryServer
 
 log = logging.getLogger("logpipe")
 
@@ -113,20 +114,43 @@ class Agent:
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
         self._failed: list[BaseException] = []
+        self.metrics.registry.register(StateCollector(self.state_gauges))
 
     def ready(self) -> tuple[bool, str]:
+        """Ready once sources run and every sink can deliver; otherwise why not."""
         if not self._threads:
             return False, "not started"
         if self._failed:
             return False, f"a source failed: {self._failed[0]}"
+        for sink in self.sinks:
+            check = getattr(sink, "ready", None)
+            if check is not None:
+                ok, why = check()
+                if not ok:
+                    return False, why
         return True, "ready"
+
+    def targets(self) -> list[dict[str, Any]]:
+        return [source.describe() for source in self.sources]
+
+    def state_gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        out: list[tuple[str, str, dict[str, str], float]] = []
+        for t in self.targets():
+            if t.get("type") == "journal" and t.get("lag_seconds") is not None:
+                out.append(("logpipe_journal_lag_seconds", "Age of the newest journal entry read, per job.",
+                            {"job": t["job"]}, t["lag_seconds"]))
+        if self.positions is not None:
+            out.append(("logpipe_positions_age_seconds", "Seconds since the positions file was last written.",
+                        {}, time.time() - self.positions.saved_at))
+        return out
 
     def start_server(self) -> None:
         s = self.config.server
         if s.disable:
             return
         try:
-            self.server = TelemetryServer(s.http_listen_address, s.http_listen_port, self.metrics.registry, self.ready)
+            self.server = TelemetryServer(s.http_listen_address, s.http_listen_port, self.metrics.registry,
+                                          self.ready, self.targets)
         except OSError as e:
             raise LogpipeError(
                 f"cannot listen on {s.http_listen_address}:{s.http_listen_port} ({e.strerror}); "

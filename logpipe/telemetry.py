@@ -53,10 +53,30 @@ class SelfMetrics:
             self.dropped.labels(reason).inc(n)
 
 
-class TelemetryServer:
-    """Promtail's `server` block: one HTTP server on loopback by default."""
+class StateCollector:
+    """Gauges read at scrape time from the running agent (lag, positions age): values that
+    are a function of now, so they are computed when Prometheus asks, not kept up to date."""
 
-    def __init__(self, address: str, port: int, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]]):
+    def __init__(self, read: Callable[[], list[tuple[str, str, dict[str, str], float]]]):
+        self.read = read
+
+    def collect(self):  # noqa: ANN201 (prometheus_client's collector protocol)
+        from prometheus_client.core import GaugeMetricFamily
+
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, help_text, labels, value in self.read():
+            fam = families.get(name)
+            if fam is None:
+                fam = families[name] = GaugeMetricFamily(name, help_text, labels=list(labels))
+            fam.add_metric(list(labels.values()), value)
+        return list(families.values())
+
+
+class TelemetryServer:
+    """Promtail's `server` block: `/metrics`, `/ready` and `/targets`, on loopback by default."""
+
+    def __init__(self, address: str, port: int, registry: CollectorRegistry, ready: Callable[[], tuple[bool, str]],
+                 targets: Callable[[], list[dict]] = list):
         registry_ = registry
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,9 +87,12 @@ class TelemetryServer:
                 elif path == "/ready":
                     ok, why = ready()
                     self._send(200 if ok else 503, (why or "ready").encode() + b"\n", "text/plain")
+                elif path == "/targets":
+                    import orjson
+
+                    self._send(200, orjson.dumps(targets(), option=orjson.OPT_INDENT_2), "application/json")
                 else:
                     self._send(404, b"not found\n", "text/plain")
-
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)

@@ -212,3 +212,32 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_nothing_acknowledged(tmp_
         proc.kill()
         proc.wait()
     assert seen == [f"m{i}" for i in range(n + 500)]
+
+
+def test_ready_targets_and_lag_are_served(tmp_path):
+    import urllib.request
+
+    from tests.test_cli import free_port
+
+    write_journal(tmp_path / "journal" / "a.journal", [entry(1, NOW_US - 5 * 10**6, message="five seconds old")])
+    port = free_port()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(config_text(tmp_path).replace("http_listen_port: 0", f"http_listen_port: {port}"))
+    proc = subprocess.Popen([sys.executable, "-m", "logpipe", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert len(read_lines_until(proc, 1, 20)) == 1
+        base = f"http://127.0.0.1:{port}"
+        assert urllib.request.urlopen(base + "/ready", timeout=5).status == 200
+        targets = json.loads(urllib.request.urlopen(base + "/targets", timeout=5).read())
+        assert targets[0]["type"] == "journal" and targets[0]["job"] == "journal"
+        assert targets[0]["position"].startswith("s=")
+        assert targets[0]["lag_seconds"] >= 5
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        lag = [line for line in metrics.splitlines() if line.startswith('logpipe_journal_lag_seconds{job="journal"}')]
+        assert lag and float(lag[0].split()[-1]) >= 5
+        assert "logpipe_positions_age_seconds" in metrics
+        assert 'logpipe_read_entries_total{job="journal"} 1.0' in metrics
+    finally:
+        proc.kill()
+        proc.wait()
