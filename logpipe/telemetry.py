@@ -41,6 +41,7 @@ class SelfMetrics:
             ["stage", "reason"], registry=r,
         )
         self.dropped = Counter("logpipe_dropped_entries", "Entries dropped on purpose, per reason.", ["reason"], registry=r)
+        self.scrubbed = Counter("logpipe_scrubbed", "Secrets masked by the scrub stage, per rule.", ["rule"], registry=r)
         self.build_info = Gauge("logpipe_build_info", "logpipe's version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
 

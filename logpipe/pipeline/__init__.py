@@ -25,6 +25,7 @@ STAGES: dict[str, str] = {
     "static_labels": "logpipe.pipeline.labels:StaticLabelsConfig",
     "labeldrop": "logpipe.pipeline.labels:LabelDropConfig",
     "labelallow": "logpipe.pipeline.labels:LabelAllowConfig",
+    "scrub": "logpipe.pipeline.scrub:ScrubConfig",
 }
 
 
