@@ -147,7 +147,7 @@ def test_gitleaks_config(tmp_path):
                         "ref:XYZ0000", "password=hunter22"], 0)
     assert stage.process(b).lines == [
         "ACME_KEY = <REDACTED:acme-api-key>", "ACME_KEY = acme_0000000000000000", "<REDACTED:mid-flag>",
-        "token:XYZ0000", "password=<REDACTED:key-value-secret>"]
+        "ref:XYZ0000", "password=<REDACTED:key-value-secret>"]
 
 
 def test_gitleaks_rule_that_cannot_compile_names_its_id(tmp_path):
