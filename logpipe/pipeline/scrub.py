@@ -34,6 +34,10 @@ class Rule:
     check: Callable[[str], bool] | None = None
     allow: tuple[Any, ...] = ()
     stopwords: tuple[str, ...] = ()
+    lowercase: bool = False  # the regex is written for, and runs over, the lower-cased text
+    not_after: Any = None  # compiled class of characters the match must not follow
+    after: Any = None  # compiled class of characters the match must follow
+    anchored: bool = False  # the regex can only start where one of its keywords starts
 
 
 def luhn(text: str) -> bool:
@@ -64,7 +68,11 @@ def builtin_rules() -> list[Rule]:
     data = yaml.safe_load(resources.files("logpipe.pipeline").joinpath("scrub_rules.yaml").read_text())
     return [
         Rule(r["id"], re.compile(r["regex"]), r.get("group", 0), tuple(r.get("keywords", ())),
-             float(r.get("entropy", 0.0)), CHECKS[r["check"]] if "check" in r else None)
+             float(r.get("entropy", 0.0)), CHECKS[r["check"]] if "check" in r else None,
+             lowercase=r.get("lowercase", False),
+             not_after=re.compile(f"[{r['not_after']}]") if "not_after" in r else None,
+             after=re.compile(f"[{re.escape(r['after'])}]") if "after" in r else None,
+             anchored=r.get("anchored", False))
         for r in data["rules"]
     ]
 
@@ -144,56 +152,110 @@ class Scrubber:
     """The masking itself, over a list of texts; counts masks per rule."""
 
     def __init__(self, rules: list[Rule], allow: list[Any], replacement: str):
+        import ahocorasick
+
         self.rules = rules
         self.allow = allow
         self.replacement = replacement
         self.marker = replacement.split("{id}")[0] or replacement
+        self.keywords = ahocorasick.Automaton()
+        for k in {k for r in rules for k in r.keywords}:
+            self.keywords.add_word(k, k)
+        if len(self.keywords):
+            self.keywords.make_automaton()
 
-    def _masker(self, rule: Rule, counts: Counter, spans: list[bool] | None) -> Callable[[re.Match[str]], str]:
+    def _find_keywords(self, lower: str) -> dict[str, list[int]]:
+        """Where each keyword starts in the batch: one pass for all rules' keywords."""
+        found: dict[str, list[int]] = {}
+        if len(self.keywords):
+            for end, k in self.keywords.iter(lower):
+                found.setdefault(k, []).append(end - len(k) + 1)
+        return found
+
+    def _rejects(self, rule: Rule, secret: str) -> bool:
+        if not secret or self.marker in secret:
+            return True
+        if rule.entropy and shannon_entropy(secret) < rule.entropy:
+            return True
+        if rule.check is not None and not rule.check(secret):
+            return True
+        if any(a.search(secret) for a in self.allow) or any(a.search(secret) for a in rule.allow):
+            return True
+        return bool(rule.stopwords) and any(w in secret.lower() for w in rule.stopwords)
+
+    def _matches(self, rule: Rule, search: str, starts: list[int] | None):
+        if starts is None:
+            yield from rule.regex.finditer(search)
+            return
+        end = -1
+        match = rule.regex.match
+        for p in starts:
+            if p >= end and (m := match(search, p)) is not None:
+                end = m.end()
+                yield m
+
+    def _mask(self, rule: Rule, text: str, joined: bool, starts: list[int] | None = None) -> tuple[str, int, bool]:
+        """Mask every secret of `rule` in `text`: (new text, masks, crossed an entry boundary)."""
+        search = text
+        if rule.lowercase:
+            search = text.lower()
+            if len(search) != len(text):  # a character whose lower case is longer: spans differ
+                return self._mask(Rule(rule.id, re.compile(rule.regex.pattern, re.I), rule.group, rule.keywords,
+                                       rule.entropy, rule.check, rule.allow, rule.stopwords, False,
+                                       rule.not_after, rule.after, False), text, joined)
+        pieces: list[str] = []
+        pos = masks = 0
         repl = self.replacement.format(id=rule.id)
-
-        def mask(m: re.Match[str]) -> str:
-            whole = m.group(0)
-            secret = m.group(rule.group)
-            if not secret or self.marker in secret:
-                return whole
-            if spans is not None and "\n" in whole:
-                spans[0] = True  # crossed into the next entry: redo this rule line by line
-                return whole
-            if (rule.entropy and shannon_entropy(secret) < rule.entropy) or (rule.check and not rule.check(secret)):
-                return whole
-            if any(a.search(secret) for a in (*self.allow, *rule.allow)) or any(w in secret.lower() for w in rule.stopwords):
-                return whole
-            counts[rule.id] += 1
+        for m in self._matches(rule, search, starts):
             start, end = m.span(rule.group)
-            base = m.start(0)
-            return whole[: start - base] + repl + whole[end - base :]
-
-        return mask
+            if start < 0:
+                continue
+            if joined and "\n" in m.group(0):
+                return text, 0, True
+            s0 = m.start()
+            if rule.not_after is not None and s0 > 0 and rule.not_after.match(text, s0 - 1):
+                continue
+            if rule.after is not None and (s0 == 0 or not rule.after.match(text, s0 - 1)):
+                continue
+            if self._rejects(rule, text[start:end]):
+                continue
+            pieces += (text[pos:start], repl)
+            pos = end
+            masks += 1
+        if not masks:
+            return text, 0, False
+        pieces.append(text[pos:])
+        return "".join(pieces), masks, False
 
     def scrub(self, texts: list[str], counts: Counter) -> list[str]:
         text = "\n".join(texts)
-        lower = text.lower()
-        aligned = text.count("\n") == len(texts) - 1
+        joined = text.count("\n") == len(texts) - 1  # no entry holds a newline itself
+        found = self._find_keywords(text.lower())
         for rule in self.rules:
-            if rule.keywords and not any(k in lower for k in rule.keywords):
+            if rule.keywords and not any(k in found for k in rule.keywords):
                 continue
-            if not aligned or _anchored(rule.regex.pattern):
-                if aligned:  # texts must follow what the joined text already masked
-                    texts, aligned = text.split("\n"), False
-                mask = self._masker(rule, counts, None)
-                texts = [rule.regex.sub(mask, t) for t in texts]
-                continue
-            spans = [False]
-            before = counts.copy()
-            new_text = rule.regex.sub(self._masker(rule, counts, spans), text)
-            if spans[0]:
-                counts.clear()
-                counts.update(before)
-                mask = self._masker(rule, counts, None)
-                new_text = "\n".join(rule.regex.sub(mask, t) for t in text.split("\n"))
-            text = new_text
-        return text.split("\n") if aligned else texts
+            masks = 0
+            per_entry = _anchored(rule.regex.pattern)
+            if joined and not per_entry:
+                starts = sorted({p for k in rule.keywords for p in found.get(k, ())}) if rule.anchored else None
+                new, masks, crossed = self._mask(rule, text, True, starts)
+                if crossed:  # a match ran into the next entry: from here on, entry by entry
+                    joined, texts = False, text.split("\n")
+            if not joined or per_entry:
+                if joined:
+                    texts = text.split("\n")
+                out = []
+                for t in texts:
+                    t, n, _ = self._mask(rule, t, False)
+                    out.append(t)
+                    masks += n
+                texts = out
+                new = "\n".join(texts)
+            if masks:
+                counts[rule.id] += masks
+                text = new
+                found = self._find_keywords(text.lower())
+        return text.split("\n") if joined else texts
 
 
 def _anchored(pattern: str) -> bool:
