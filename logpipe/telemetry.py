@@ -42,6 +42,14 @@ class SelfMetrics:
         )
         self.dropped = Counter("logpipe_dropped_entries", "Entries dropped on purpose, per reason.", ["reason"], registry=r)
         self.scrubbed = Counter("logpipe_scrubbed", "Secrets masked by the scrub stage, per rule.", ["rule"], registry=r)
+        self.metric_value_errors = Counter(
+            "logpipe_metric_value_errors", "Values a metrics stage skipped: not a number (or a negative counter add).",
+            ["metric"], registry=r,
+        )
+        self.metric_series_dropped = Counter(
+            "logpipe_metric_series_dropped", "New series a metrics stage refused past max_series, per batch.",
+            ["metric"], registry=r,
+        )
         self.build_info = Gauge("logpipe_build_info", "logpipe's version.", ["version"], registry=r)
         self.build_info.labels(__version__).set(1)
 

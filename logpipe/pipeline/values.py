@@ -39,21 +39,6 @@ def format_float(v: float) -> str:
     return r
 
 
-def go_float(value: Any) -> float | None:
-    """A value as a number the way Promtail's metrics read it, or None."""
-    t = type(value)
-    if t is float or t is int:
-        return float(value)
-    if t is str:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    if t is bool:
-        return None
-    return None
-
-
 class ValueCache(dict):
     """A memo for a pure function of a column tuple, filled on a miss.
 
