@@ -6,7 +6,7 @@ import logging
 import signal
 import threading
 import time
-from typing import Any, BinaryIO, Iterator, Protocol
+from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 from logpipe.batch import EMPTY_LABELS, Batch, LabelSet
 from logpipe.config import Config, ScrapeConfig
@@ -40,12 +40,12 @@ class Source(Protocol):
 class Job:
     """One scrape config at run time: its starting labels, relabeling, then its pipeline."""
 
-    def __init__(self, sc: ScrapeConfig, metrics: SelfMetrics):
+    def __init__(self, sc: ScrapeConfig, metrics: SelfMetrics, clock: Callable[[], float] = time.time):
         self.name = sc.job_name
         self.config = sc
         self.labels = LabelSet.of(sc.static_labels())
         self.relabel = Relabeler(sc.relabel_configs)
-        self.env = StageEnv(job=sc.job_name, metrics=metrics)
+        self.env = StageEnv(job=sc.job_name, metrics=metrics, clock=clock)
         self.pipeline = Pipeline.build(sc.stages, self.env)
         # Promtail drops a journal entry left with no labels after relabeling.
         self.drop_unlabeled = sc.journal is not None
@@ -159,11 +159,16 @@ class Agent:
         self.server.start()
         log.info("serving /metrics on http://%s:%d", s.http_listen_address, self.server.port)
 
-    def add_stdin(self, stream: BinaryIO, job_name: str | None = None) -> None:
+    def add_stdin(self, stream: BinaryIO, job_name: str | None = None, clock_ns: int | None = None) -> None:
+        """Read `stream` with the stdin job; `clock_ns` pins "now" (reproducible dry runs)."""
         from logpipe.sources.stdin import StdinSource
 
-        job = Job(stdin_job(self.config, job_name), self.metrics)
-        self.sources.append(StdinSource(stream, job, self.metrics))
+        if clock_ns is None:
+            job = Job(stdin_job(self.config, job_name), self.metrics)
+            self.sources.append(StdinSource(stream, job, self.metrics))
+        else:
+            job = Job(stdin_job(self.config, job_name), self.metrics, clock=lambda: clock_ns / 1e9)
+            self.sources.append(StdinSource(stream, job, self.metrics, clock=lambda: clock_ns))
 
     def add_configured_sources(self) -> None:
         """A source for each scrape config that reads something other than stdin."""

@@ -162,6 +162,34 @@ class Batch:
         out.base_labels = pick(self.base_labels)
         return out
 
+    @staticmethod
+    def concat(batches: list["Batch"], order: list[int] | None = None) -> "Batch":
+        """The entries of `batches` one after the other, then (if given) picked by `order`,
+        positions into that sequence which may repeat or reorder. A field or metadata key some
+        batches lack reads as it would in them (base labels, else None). The ack is the last
+        non-empty batch's."""
+        from itertools import chain
+
+        parts = [b for b in batches if b.lines] or batches[:1]
+        if len(parts) == 1 and order is None:
+            return parts[0]
+        ack = parts[-1].ack if parts else None
+        pick = _picker(order) if order is not None else list
+
+        def cat(cols: Iterable[list[Any]]) -> list[Any]:
+            if len(parts) == 1:
+                return pick(next(iter(cols)))
+            return pick(list(chain.from_iterable(cols)))
+
+        names = list(dict.fromkeys(chain.from_iterable(b.fields for b in parts)))
+        fields = {k: cat(b.field(k) or [None] * len(b) for b in parts) for k in names}
+        md_names = list(dict.fromkeys(chain.from_iterable(b.metadata or () for b in parts)))
+        metadata = {k: cat((b.metadata or {}).get(k) or [None] * len(b) for b in parts) for k in md_names}
+        out = Batch(cat(b.lines for b in parts), cat(b.ts for b in parts), cat(b.labels for b in parts),
+                    fields, metadata or None, ack)
+        out.base_labels = cat(b.base_labels for b in parts)
+        return out
+
     def entry(self, i: int) -> dict[str, Any]:
         """One entry as a plain dict (for printing and tests, not for hot paths)."""
         out: dict[str, Any] = {"ts": self.ts[i], "labels": self.labels[i].as_dict(), "line": self.lines[i]}

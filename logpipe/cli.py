@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"read stdin through a job's pipeline and {what}")
         common(sp, required=True)
         sp.add_argument("--job", help="scrape config job_name (default: the first)")
+        sp.add_argument("--clock", type=int, metavar="UNIX_NS",
+                        help="take this as the current time (Unix ns), for output that can be reproduced")
 
     bench = sub.add_parser("bench", help="measure a pipeline over a file held in memory")
     common(bench, required=True)
@@ -122,7 +124,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     from logpipe.sinks.stdout import StdoutSink
 
     agent = Agent(_load(args), [StdoutSink(sys.stdout.buffer)])
-    agent.add_stdin(sys.stdin.buffer, args.job)
+    agent.add_stdin(sys.stdin.buffer, args.job, args.clock)
     on_signals()
     agent.start()
     try:
@@ -140,9 +142,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     config = _load(args)
     metrics = SelfMetrics()
-    job = Job(config.job(args.job), metrics)
+    if args.clock is None:
+        job = Job(config.job(args.job), metrics)
+        source = StdinSource(sys.stdin.buffer, job, metrics)
+    else:
+        job = Job(config.job(args.job), metrics, clock=lambda: args.clock / 1e9)
+        source = StdinSource(sys.stdin.buffer, job, metrics, clock=lambda: args.clock)
     on_signals()
-    for batch in StdinSource(sys.stdin.buffer, job, metrics).batches():
+    for batch in source.batches():
         for text in inspect_batch(job.pipeline, job.relabeled(batch)):
             sys.stdout.write(text + "\n")
     sys.stdout.flush()

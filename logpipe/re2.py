@@ -12,15 +12,16 @@ from typing import Any
 
 import regex
 
-_RE2_ONLY = [
+_RE2_ONLY: list[tuple[Any, Any]] = [
     (re.compile(r"\\z"), r"\\Z"),  # RE2's end of text is \z; Python spells it \Z
+    # RE2's \x{200B} (any number of hex digits) is Python's \U0000200b
+    (re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}"), lambda m: "\\U%08x" % int(m.group(1), 16)),
 ]
 _UNSUPPORTED = re.compile(r"\(\?(?:[=!]|<[=!])|\\[1-9]")
 
 
 def translate(pattern: str) -> str:
-    """Rewrite RE2-only spellings into Python syntax (outside character classes is enough
-    for the forms handled: `\\z`)."""
+    """Rewrite RE2-only spellings into Python syntax (`\\z`, `\\x{hex}`)."""
     out = pattern
     for rx, repl in _RE2_ONLY:
         out = rx.sub(repl, out)

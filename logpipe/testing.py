@@ -59,8 +59,13 @@ def run_pipeline(
     labels: dict[str, str] | None = None,
     ts: int | list[int] = DEFAULT_TS,
 ) -> Result:
-    """Run `lines` through the stages as one batch; the result holds the batch and counters."""
+    """Run `lines` through the stages as one batch, then end the input (stages that hold
+    entries back, like multiline, release them); the result holds the batch and counters."""
     env = StageEnv(metrics=SelfMetrics())
     pipeline = build_pipeline(stages, env)
     batch = Batch.of_lines(list(lines), ts, LabelSet.of(labels or {}))
-    return Result(pipeline.process(batch), env.metrics)
+    out = pipeline.process(batch)
+    held = pipeline.flush(None)
+    if held is not None:
+        out = Batch.concat([out, held])
+    return Result(out, env.metrics)

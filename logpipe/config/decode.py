@@ -31,6 +31,7 @@ class Ctx:
         self.lines: dict[str, int] = {}
         self.issues: list[ConfigIssue] = []
         self.base_dir = "."
+        self.job_names: set[str] = set()
 
     def line_of(self, path: str) -> int:
         while path:

@@ -194,6 +194,9 @@ class ScrapeConfig:
     def validate(self, ctx: Ctx, path: str) -> None:
         from logpipe.pipeline import decode_stages
 
+        if self.job_name in ctx.job_names:
+            ctx.error(join(path, "job_name"), f"duplicate job_name {self.job_name!r}")
+        ctx.job_names.add(self.job_name)
         self.stages = decode_stages(self.pipeline_stages, ctx, join(path, "pipeline_stages"))
 
     def static_labels(self) -> dict[str, str]:
@@ -237,10 +240,6 @@ class Config:
     def validate(self, ctx: Ctx, path: str) -> None:
         if self.client is not None:  # Promtail's older single-client form
             self.clients = [self.client, *self.clients]
-        names = [sc.job_name for sc in self.scrape_configs]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                ctx.error(join(join("scrape_configs", i), "job_name"), f"duplicate job_name {name!r}")
 
     def job(self, name: str | None) -> ScrapeConfig:
         from logpipe.errors import LogpipeError

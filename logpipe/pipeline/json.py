@@ -1,0 +1,123 @@
+"""The `json` stage: extract values from a JSON object with JMESPath expressions.
+
+Lines are parsed with orjson in one comprehension (a per-entry fallback runs only when some
+line is not JSON); an expression that is a plain key reads the parsed dicts directly, others
+go through the jmespath package.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jmespath
+import orjson
+
+from logpipe.batch import Batch
+from logpipe.config.decode import Ctx, join
+from logpipe.pipeline.stage import Stage, StageEnv
+from logpipe.pipeline.values import go_string
+
+_PLAIN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"((?:[^"\\]|\\.)*)"')
+_CONTAINERS = (dict, list)
+
+
+def go_marshal(value: Any) -> str:
+    """A map or list as Go's encoding/json writes it: sorted keys, compact, HTML-escaped."""
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    if "<" in text or ">" in text or "&" in text:
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return text
+
+
+@dataclass
+class JsonConfig:
+    expressions: dict[str, str | None] = field(default_factory=dict)
+    source: str | None = None
+    drop_malformed: bool = False
+
+    def validate(self, ctx: Ctx, path: str) -> None:
+        if not self.expressions:
+            ctx.error(join(path, "expressions"), "JMES expression is required")
+        if self.source == "":
+            ctx.error(join(path, "source"), "empty source")
+        self.getters: dict[str, Callable[[dict], Any] | str] = {}
+        for name, expr in self.expressions.items():
+            text = expr or name
+            m = _PLAIN.fullmatch(text)
+            if m:  # a plain key: read the dict directly
+                key = m.group(1) if m.group(1) is not None else text
+                self.getters[name] = key.encode().decode("unicode_escape") if "\\" in key else key
+                continue
+            try:
+                self.getters[name] = jmespath.compile(text).search
+            except jmespath.exceptions.JMESPathError as e:
+                ctx.error(join(join(path, "expressions"), name), f"could not compile JMES expression {text!r}: {e}")
+
+    def build(self, env: StageEnv) -> "JsonStage":
+        return JsonStage(self, env)
+
+
+def _parse_one(text: Any) -> dict | None:
+    if text is None:
+        return None
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if type(doc) is dict else None
+
+
+class JsonStage(Stage):
+    name = "json"
+
+    def __init__(self, config: JsonConfig, env: StageEnv):
+        self.getters = config.getters
+        self.source = config.source
+        self.drop_malformed = config.drop_malformed
+        self.metrics = env.metrics
+
+    def process(self, batch: Batch) -> Batch:
+        if self.source is not None:
+            col = batch.field(self.source)
+            if col is None:
+                return batch
+            texts = [go_string(v) for v in col]
+        else:
+            texts = batch.lines
+        loads = orjson.loads
+        try:
+            docs = [loads(t) for t in texts]
+            all_ok = set(map(type, docs)) == {dict}
+        except (orjson.JSONDecodeError, TypeError):
+            docs = [_parse_one(t) for t in texts]
+            all_ok = False
+        if not all_ok:
+            docs = [d if type(d) is dict else None for d in docs]
+            skipped = sum(1 for t in texts if t is None) if self.source is not None else 0
+            malformed = docs.count(None) - skipped
+            if malformed:
+                self.metrics.stage_error("json", "malformed", malformed)
+        for name, get in self.getters.items():
+            if isinstance(get, str):
+                if all_ok:
+                    values = [d.get(get) for d in docs]
+                else:
+                    values = [d.get(get) if d is not None else _KEEP for d in docs]
+            else:
+                values = [get(d) if d is not None else _KEEP for d in docs]
+            if _CONTAINERS[0] in (kinds := set(map(type, values))) or _CONTAINERS[1] in kinds:
+                values = [go_marshal(v) if type(v) in _CONTAINERS else v for v in values]
+            if all_ok:
+                batch.fields[name] = values
+            else:
+                col = batch.column(name)
+                batch.fields[name] = [old if new is _KEEP else new for old, new in zip(col, values)]
+        if not all_ok and self.drop_malformed:
+            keep = [i for i, (d, t) in enumerate(zip(docs, texts)) if d is not None or t is None]
+            self.metrics.drop("malformed_json", len(docs) - len(keep))
+            batch = batch.select(keep)
+        return batch
+
+
+_KEEP = object()  # this entry did not parse: its earlier value of the key stays
