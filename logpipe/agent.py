@@ -170,13 +170,18 @@ class Agent:
             job = Job(stdin_job(self.config, job_name), self.metrics, clock=lambda: clock_ns / 1e9)
             self.sources.append(StdinSource(stream, job, self.metrics, clock=lambda: clock_ns))
 
-    def add_configured_sources(self) -> None:
-        """A source for each scrape config that reads something other than stdin."""
+    def add_journal(self, sc: ScrapeConfig, follow: bool = True) -> None:
         from logpipe.sources.journal import JournalSource
 
+        assert sc.journal is not None
+        self.sources.append(JournalSource(Job(sc, self.metrics), sc.journal, self.positions, self.metrics,
+                                          follow=follow))
+
+    def add_configured_sources(self) -> None:
+        """A source for each scrape config that reads something other than stdin."""
         for sc in self.config.scrape_configs:
             if sc.journal is not None:
-                self.sources.append(JournalSource(Job(sc, self.metrics), sc.journal, self.positions, self.metrics))
+                self.add_journal(sc)
 
     def _pump(self, source: Source) -> None:
         job, sinks, tracker = source.job, self.sinks, self.tracker

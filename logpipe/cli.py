@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(check, required=True)
 
     for name, what in (("dry-run", "print each entry as JSON"), ("inspect", "show what each stage changes")):
-        sp = sub.add_parser(name, help=f"read stdin through a job's pipeline and {what}")
+        sp = sub.add_parser(name, help=f"read stdin (dry-run --job of a journal job: its journal) through "
+                                       f"a job's pipeline and {what}")
         common(sp, required=True)
         sp.add_argument("--job", help="scrape config job_name (default: the first)")
         sp.add_argument("--clock", type=int, metavar="UNIX_NS",
@@ -123,8 +124,13 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     from logpipe.agent import Agent, on_signals
     from logpipe.sinks.stdout import StdoutSink
 
-    agent = Agent(_load(args), [StdoutSink(sys.stdout.buffer)])
-    agent.add_stdin(sys.stdin.buffer, args.job, args.clock)
+    config = _load(args)
+    agent = Agent(config, [StdoutSink(sys.stdout.buffer)])
+    sc = config.job(args.job) if args.job else None
+    if sc is not None and sc.journal is not None:
+        agent.add_journal(sc, follow=False)  # the journal from max_age to its end, then exit
+    else:
+        agent.add_stdin(sys.stdin.buffer, args.job, args.clock)
     on_signals()
     agent.start()
     try:

@@ -241,3 +241,17 @@ def test_ready_targets_and_lag_are_served(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_dry_run_of_a_journal_job_reads_the_journal_and_exits(tmp_path):
+    from tests.conftest import run_cli
+
+    write_journal(tmp_path / "journal" / "a.journal", [entry(1, NOW_US - 2000, "redis.service", 4, "one"),
+                                                        entry(2, NOW_US - 1000, "redis.service", 6, "two")])
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(config_text(tmp_path))
+    r = run_cli("dry-run", "--config", str(cfg), "--job", "journal", timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(e["line"], e["labels"]["level"]) for e in out] == [("one", "warning"), ("two", "info")]
+    assert not (tmp_path / "positions.yaml").exists()  # a dry run moves no position

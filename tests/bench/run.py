@@ -20,6 +20,8 @@ from generate import ensure  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CASES = {"litellm": HERE / "litellm.yaml", "nginx": HERE / "nginx.yaml"}
+# Variants over the same input, for the cost of one stage: (name, input kind, config)
+VARIANTS = [("litellm-json", "litellm", HERE / "litellm-json.yaml"), ("litellm-scrub", "litellm", HERE / "litellm-scrub.yaml")]
 
 
 def floor_json(path: Path) -> float:
@@ -81,14 +83,19 @@ def main() -> None:
         what = "orjson.loads per line" if kind == "litellm" else "one re.findall over the text"
         if rate:
             print(f"  floor ({what}): {floor:,.0f} lines per CPU-second; ratio {rate / floor:.2f}x")
+    for name, kind, config in VARIANTS:
+        if kind in cases:
+            run_case(["--config", str(config), "--input", str(ensure(kind, args.lines, Path(args.data)))])
     if "journal" in cases:
         from generate import ensure_journal
 
         directory = ensure_journal(args.lines, Path(args.data))
-        rate = run_case(["--config", str(HERE / "journal.yaml"), "--config.expand-env"], {"BENCH_JOURNAL": str(directory)})
+        env = {"BENCH_JOURNAL": str(directory)}
+        rate = run_case(["--config", str(HERE / "journal.yaml"), "--config.expand-env"], env)
         floor = floor_journalctl(directory)
         if rate:
             print(f"  floor (journalctl -o cat > /dev/null): {floor:,.0f} entries per CPU-second; ratio {rate / floor:.2f}x")
+        run_case(["--config", str(HERE / "journal-json.yaml"), "--config.expand-env"], env)
 
 
 if __name__ == "__main__":
