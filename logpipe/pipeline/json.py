@@ -16,7 +16,7 @@ import orjson
 from logpipe.batch import Batch
 from logpipe.config.decode import Ctx, join
 from logpipe.pipeline.stage import Stage, StageEnv
-from logpipe.pipeline.values import go_string
+from logpipe.pipeline.values import source_texts
 
 _PLAIN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"((?:[^"\\]|\\.)*)"')
 _CONTAINERS = (dict, list)
@@ -78,13 +78,9 @@ class JsonStage(Stage):
         self.metrics = env.metrics
 
     def process(self, batch: Batch) -> Batch:
-        if self.source is not None:
-            col = batch.field(self.source)
-            if col is None:
-                return batch
-            texts = [go_string(v) for v in col]
-        else:
-            texts = batch.lines
+        texts = source_texts(batch, self.source)
+        if texts is None:
+            return batch
         loads = orjson.loads
         try:
             docs = [loads(t) for t in texts]

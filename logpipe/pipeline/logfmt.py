@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from logpipe.batch import Batch
 from logpipe.config.decode import Ctx, join
 from logpipe.pipeline.stage import Stage, StageEnv
-from logpipe.pipeline.values import go_string
+from logpipe.pipeline.values import source_texts
 
 # One key=value pair as go-logfmt reads it: a key of printable non-space characters without
 # `=` or `"`, then optionally `=` and a bare or double-quoted value.
@@ -64,13 +64,9 @@ class LogfmtStage(Stage):
         self.metrics = env.metrics
 
     def process(self, batch: Batch) -> Batch:
-        if self.source is not None:
-            col = batch.field(self.source)
-            if col is None:
-                return batch
-            texts = [go_string(v) for v in col]
-        else:
-            texts = batch.lines
+        texts = source_texts(batch, self.source)
+        if texts is None:
+            return batch
         wanted = self.wanted
         parsed = [decode_logfmt(t, wanted) if t is not None else ({}, True) for t in texts]
         bad = sum(1 for _, ok in parsed if not ok)

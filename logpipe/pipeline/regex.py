@@ -16,7 +16,7 @@ from typing import Any
 from logpipe.batch import Batch
 from logpipe.config.decode import Ctx, join
 from logpipe.pipeline.stage import Stage, StageEnv
-from logpipe.pipeline.values import go_string
+from logpipe.pipeline.values import source_texts
 from logpipe.re2 import compile_re2
 
 # Constructs whose meaning changes when lines are joined: text anchors and inline flags.
@@ -84,16 +84,14 @@ class RegexStage(Stage):
         return [None if m is None else (m.group(0), *m.groups(default="")) for m in map(search, texts)]
 
     def process(self, batch: Batch) -> Batch:
+        values = source_texts(batch, self.source)
+        if values is None:
+            return batch
         if self.source is not None:
-            col = batch.field(self.source)
-            if col is None:
-                return batch
-            values = [go_string(v) for v in col]
             idx = [i for i, v in enumerate(values) if v is not None]
             texts = [values[i] for i in idx]
         else:
-            idx = None
-            texts = batch.lines
+            idx, texts = None, values
         rows = self._rows(texts)
         missed = rows.count(None)
         if missed:

@@ -9,7 +9,7 @@ from logpipe.config.decode import Ctx, join
 from logpipe.gotemplate import Template, TemplateError, compile_template
 from logpipe.pipeline.stage import Stage, StageEnv
 from logpipe.pipeline.template import template_data
-from logpipe.pipeline.values import go_string
+from logpipe.pipeline.values import source_texts
 from logpipe.re2 import compile_re2
 
 
@@ -52,13 +52,9 @@ class ReplaceStage(Stage):
         self._rendered: dict[str, str] = {}
 
     def process(self, batch: Batch) -> Batch:
-        if self.source is not None:
-            col = batch.field(self.source)
-            if col is None:
-                return batch
-            texts = [go_string(v) for v in col]
-        else:
-            texts = batch.lines
+        texts = source_texts(batch, self.source)
+        if texts is None:
+            return batch
         # One search over the whole batch tells whether any entry can match at all.
         if not self.rx.groups or self.rx.search("\n".join(t for t in texts if t is not None)) is None:
             return batch

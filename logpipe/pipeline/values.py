@@ -39,6 +39,19 @@ def format_float(v: float) -> str:
     return r
 
 
+def source_texts(batch: Any, source: str | None) -> list[str | None] | None:
+    """What a parsing stage reads: the lines, or with `source` the text of that extracted
+    value (None where an entry has none); None when no entry has the value at all (Promtail
+    then skips the entry)."""
+    if source is None:
+        return batch.lines
+    col = batch.field(source)
+    if col is None:
+        return None
+    t = set(map(type, col))
+    return col if t == {str} else [go_string(v) for v in col]
+
+
 class ValueCache(dict):
     """A memo for a pure function of a column tuple, filled on a miss.
 
