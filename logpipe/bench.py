@@ -96,6 +96,58 @@ def bench_lines(job: "Job", lines: list[str], batch_size: int = 8192) -> tuple[i
     return len(lines), out
 
 
+def bench_loki(job: "Job", lines: list[str], encoding: str, batch_size: int = 8192) -> list[Figures]:
+    """The job's pipeline alone, then again with a Loki client (1 MiB batches) pushing to a
+    receiver in another process, and the encoding alone over the same entries: what the
+    sink costs per entry, and encoding's share of the whole."""
+    import subprocess
+    import sys
+
+    from logpipe.config.schema import ClientConfig
+    from logpipe.positions import AckTracker
+    from logpipe.sinks.loki import LokiClient, Push, encode
+
+    name = f"{job.name} ({len(job.pipeline.stages)} stages)"
+    # the receiver reads nothing: decoding on the other core would slow this one (shared caches)
+    receiver = subprocess.Popen([sys.executable, "-m", "logpipe.loki_receiver", "--discard"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        url = receiver.stdout.readline().strip()  # type: ignore[union-attr]
+        alone = measure(f"{name}, no sink", lambda: bench_lines(job, lines, batch_size))
+        client = LokiClient(ClientConfig(url=url, encoding=encoding), job.env.metrics)  # type: ignore[arg-type]
+        tracker = AckTracker(None)
+        kept: list[Batch] = []
+
+        def with_sink() -> tuple[int, int]:
+            out, ts0 = 0, time.time_ns()
+            for start in range(0, len(lines), batch_size):
+                chunk = lines[start : start + batch_size]
+                batch = job.process(Batch.of_lines(chunk, list(range(ts0 + start, ts0 + start + len(chunk))), job.labels))
+                out += len(batch)
+                client.send(batch, tracker.ticket("bench", None, 1))
+                if len(kept) * batch_size < 100_000:
+                    kept.append(batch)
+            client.close(600)
+            return len(lines), out
+
+        sent = measure(f"{name}, Loki {encoding}", with_sink)
+
+        def encode_only() -> tuple[int, int]:
+            pushes: dict[str, Push] = {}
+            for batch in kept:
+                client.group(pushes, batch)
+            for push in pushes.values():
+                encode(push, encoding, client.cfg.compression)
+            n = sum(map(len, kept))
+            return n, n
+
+        encode = measure(f"{name}, {encoding} encoding alone", encode_only)
+    finally:
+        receiver.stdin.close()  # type: ignore[union-attr]
+        receiver.wait(10)
+    return [alone, sent, encode]
+
+
 def bench_journal(job: "Job") -> tuple[int, int]:
     """Read the job's journal from its start (max_age permitting) to its end, through the job."""
     from logpipe.sources.journal import JournalSource

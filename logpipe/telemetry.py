@@ -40,7 +40,8 @@ class SelfMetrics:
             "logpipe_stage_errors", "Entries a stage could not process (passed on unchanged).",
             ["stage", "reason"], registry=r,
         )
-        self.dropped = Counter("logpipe_dropped_entries", "Entries dropped on purpose, per reason.", ["reason"], registry=r)
+        self.dropped = Counter("logpipe_dropped_entries", "Entries dropped on purpose, per reason (and Loki client host).",
+                               ["reason", "host"], registry=r)
         self.scrubbed = Counter("logpipe_scrubbed", "Secrets masked by the scrub stage, per rule.", ["rule"], registry=r)
         self.metric_value_errors = Counter(
             "logpipe_metric_value_errors", "Values a metrics stage skipped: not a number (or a negative counter add).",
@@ -57,9 +58,9 @@ class SelfMetrics:
         if n:
             self.stage_errors.labels(stage, reason).inc(n)
 
-    def drop(self, reason: str, n: int = 1) -> None:
+    def drop(self, reason: str, n: int = 1, host: str = "") -> None:
         if n:
-            self.dropped.labels(reason).inc(n)
+            self.dropped.labels(reason, host).inc(n)
 
 
 class StateCollector:

@@ -38,8 +38,9 @@ class Result:
         return [self.batch.extracted(i) for i in range(len(self.batch))]
 
     def counter(self, name: str, **labels: str) -> float:
-        value = self.metrics.registry.get_sample_value(name, labels)
-        return value or 0.0
+        """The sum of the samples of `name` whose labels include `labels`."""
+        return sum(s.value for fam in self.metrics.registry.collect() for s in fam.samples
+                   if s.name == name and labels.items() <= s.labels.items())
 
 
 def build_pipeline(stages: str | list[Any], env: StageEnv | None = None) -> Pipeline:

@@ -66,7 +66,7 @@ NOW = time.time_ns()
 def test_promtail_drop_cases(config, extracted, line, ts, dropped):
     lines, env = run_with(f"- drop: {config}", line, extracted, ts)
     assert lines == ([] if dropped else [line])
-    count = env.metrics.registry.get_sample_value("logpipe_dropped_entries_total", {"reason": "drop_stage"})
+    count = env.metrics.registry.get_sample_value("logpipe_dropped_entries_total", {"reason": "drop_stage", "host": ""})
     assert (count or 0) == (1 if dropped else 0)
 
 

@@ -36,7 +36,7 @@ def lines(n: int, labels: dict[str, str] | None = None) -> Batch:
 
 
 def dropped(env: StageEnv) -> float:
-    return env.metrics.registry.get_sample_value("logpipe_dropped_entries_total", {"reason": "ratelimit_drop_stage"}) or 0
+    return env.metrics.registry.get_sample_value("logpipe_dropped_entries_total", {"reason": "ratelimit_drop_stage", "host": ""}) or 0
 
 
 def test_promtail_drop_pipeline_keeps_one_of_ten():

@@ -222,7 +222,7 @@ def test_drop_action_counts_every_dropped_entry_once_per_batch_with_its_reason()
     assert out.lines == ["noisy error", "fine"]
     env = StageEnv()
     build_pipeline(stages, env).process(Batch.of_lines(["a noisy error"] * 3, 0, LabelSet.of({"app": "promtail"})))
-    assert env.metrics.registry.get_sample_value("logpipe_dropped_entries_total", {"reason": "promtail_noisy_error"}) == 3
+    assert env.metrics.registry.get_sample_value("logpipe_dropped_entries_total", {"reason": "promtail_noisy_error", "host": ""}) == 3
 
 
 def test_nested_match_and_nested_drop():

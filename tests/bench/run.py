@@ -70,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "logpipe-bench"))
-    ap.add_argument("--cases", default="litellm,nginx,journal")
+    ap.add_argument("--cases", default="litellm,nginx,journal,loki")
     args = ap.parse_args()
     cases = args.cases.split(",")
     for kind in ("litellm", "nginx"):
@@ -86,6 +86,11 @@ def main() -> None:
     for name, kind, config in VARIANTS:
         if kind in cases:
             run_case(["--config", str(config), "--input", str(ensure(kind, args.lines, Path(args.data)))])
+    if "loki" in cases:  # the Loki sink's cost over the json pipeline, both encodings
+        data = ensure("litellm", args.lines, Path(args.data))
+        for encoding in ("protobuf", "json"):
+            run_case(["--config", str(HERE / "litellm-json.yaml"), "--input", str(data), "--loki", encoding,
+                      "--log.level", "warn"])
     if "journal" in cases:
         from generate import ensure_journal
 
