@@ -39,6 +39,27 @@ def test_mixed_batch_masks_only_the_secret_lines():
     assert all(out != s["line"] for out, s in zip(r.lines[50:], SECRETS[:50]))
 
 
+@pytest.mark.parametrize("variant", ["ascii", "unicode", "separator", "multiline", "surrogate"])
+def test_prefilter_finds_what_every_rule_over_every_entry_finds(variant):
+    from collections import Counter
+
+    from logpipe.pipeline.scrub import Scrubber, builtin_rules
+
+    lines = [s["line"] for s in SECRETS] + CLEAN
+    if variant == "unicode":
+        lines = [f"ünïcødé ✓ {line} 日本" for line in lines]
+    elif variant == "separator":  # Python counts \x1c-\x1f as whitespace
+        lines = [line.replace(" ", "\x1d") for line in lines]
+    elif variant == "multiline":
+        lines = [f"{a}\n{b}" for a, b in zip(lines, lines[1:])]
+    elif variant == "surrogate":
+        lines = [line + "\udcff" for line in lines]
+    fast, slow = Counter(), Counter()
+    got = Scrubber(builtin_rules(), [], "<REDACTED:{id}>").scrub(lines, fast)
+    want = Scrubber(builtin_rules(), [], "<REDACTED:{id}>", prefilter=False).scrub(lines, slow)
+    assert got == want and fast == slow and sum(fast.values()) >= len(SECRETS) / 2
+
+
 def _scrubbed(r) -> dict[str, float]:
     return {s.labels["rule"]: s.value for fam in r.metrics.registry.collect() if fam.name == "logpipe_scrubbed"
             for s in fam.samples if s.name.endswith("_total")}

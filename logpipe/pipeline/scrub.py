@@ -1,11 +1,12 @@
 """The `scrub` stage: masks secrets with a built-in rule table, no regex needed from the user.
 
-Promtail has no such stage (Alloy has loki.secretfilter). A rule runs only on batches whose
-text holds one of its keywords, tested once over the whole batch, and then as one regex pass
-over the batch's lines joined, so a batch without secrets costs a few substring searches.
+Promtail has no such stage (Alloy has loki.secretfilter). One Hyperscan scan over a batch finds
+the entries each rule may match (see Prefilter); the exact regex runs only on those, so a batch
+without secrets costs little more than that scan.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 import tomllib
@@ -15,6 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+import hyperscan
+import numpy as np
 import yaml
 
 from logpipe.batch import Batch, LabelSet
@@ -37,7 +40,6 @@ class Rule:
     lowercase: bool = False  # the regex is written for, and runs over, the lower-cased text
     not_after: Any = None  # compiled class of characters the match must not follow
     after: Any = None  # compiled class of characters the match must follow
-    anchored: bool = False  # the regex can only start where one of its keywords starts
 
 
 def luhn(text: str) -> bool:
@@ -71,8 +73,7 @@ def builtin_rules() -> list[Rule]:
              float(r.get("entropy", 0.0)), CHECKS[r["check"]] if "check" in r else None,
              lowercase=r.get("lowercase", False),
              not_after=re.compile(f"[{r['not_after']}]") if "not_after" in r else None,
-             after=re.compile(f"[{re.escape(r['after'])}]") if "after" in r else None,
-             anchored=r.get("anchored", False))
+             after=re.compile(f"[{re.escape(r['after'])}]") if "after" in r else None)
         for r in data["rules"]
     ]
 
@@ -148,32 +149,117 @@ class ScrubConfig:
         return ScrubStage(self, env)
 
 
+class Prefilter:
+    """Every rule's regex compiled by Hyperscan in prefilter mode, which matches a superset of
+    what the regex matches: one scan over a batch's text tells which entries each rule may
+    match, so the exact (Python) regex runs only there. Most batches hold no secret at all.
+
+    Two databases: one for ASCII text, where it has Python's semantics, and a Unicode one (UTF-8,
+    Unicode classes) for the rest; neither for text with the separators \\x1c-\\x1f, which
+    only Python counts as whitespace. A rule Hyperscan cannot compile even as a prefilter is not covered:
+    it runs over the whole batch."""
+
+    def __init__(self, rules: list[Rule]):
+        key = tuple((r.regex.pattern, r.regex.flags, r.lowercase) for r in rules)
+        self.ascii, self.unicode, self.covered = _prefilter_databases(key)
+
+    def scan(self, text: str, texts: list[str]) -> dict[int, list[int]] | None:
+        """For each covered rule that may match, the entries where; None if the text cannot be
+        scanned (lone surrogates are not UTF-8)."""
+        try:
+            data = text.encode()
+        except UnicodeEncodeError:
+            return None
+        if any(c in text for c in "\x1c\x1d\x1e\x1f"):
+            return None  # whitespace to Python's \\s, not to Hyperscan's: no prefilter for this batch
+        db = self.ascii if text.isascii() else self.unicode
+        if db is None:
+            return {}
+        ids: list[int] = []
+        ends: list[int] = []
+
+        def on_match(rule: int, start: int, end: int, flags: int, context: object) -> None:
+            ids.append(rule)
+            ends.append(end)
+
+        db.scan(data, match_event_handler=on_match)
+        if not ids:
+            return {}
+        if text.count("\n") == len(texts) - 1:  # entries end at the newlines that join them
+            bounds = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        else:
+            bounds = np.cumsum([len(t.encode()) + 1 for t in texts]) - 1
+        # the entry holding a match's last byte: the first whose end is at or after it
+        where = np.searchsorted(bounds, np.asarray(ends) - 1).tolist()
+        found: dict[int, set[int]] = {}
+        for rule, entry in zip(ids, where):
+            found.setdefault(rule, set()).add(min(entry, len(texts) - 1))
+        return {rule: sorted(entries) for rule, entries in found.items()}
+
+
+# a character class (kept), an escape, or a bounded repeat
+_PREFILTER_TOKENS = re.compile(r"\[\^?\]?(?:\\.|[^\]])*\]|\\.|\{(\d+),\d+\}")
+
+
+def _for_prefilter(pattern: str) -> bytes:
+    """The pattern widened to what the prefilter needs. Entries are scanned joined by newlines,
+    so the start and end of the text (\\A, \\Z, \\z) become an entry's, which ^ and $ are in
+    multi-line mode; and a bounded repeat {m,n} becomes {m,}: a superset, and far quicker to
+    compile over Unicode classes."""
+    def widen(m: re.Match[str]) -> str:
+        t = m.group(0)
+        if m.group(1) is not None:
+            return "{" + m.group(1) + ",}"
+        return {"\\A": "^", "\\Z": "$", "\\z": "$"}.get(t, t)
+
+    return _PREFILTER_TOKENS.sub(widen, pattern).encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _prefilter_databases(rules: tuple[tuple[str, int, bool], ...]) -> tuple[Any, Any, frozenset[int]]:
+    """(ASCII database, Unicode database, indices of the rules both cover), compiled once per
+    rule set: compiling takes a while, and every scrub stage with the built-in rules shares it."""
+    def compile_all(mode: int) -> tuple[Any, set[int]]:
+        flags = [mode | hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_MULTILINE | hyperscan.HS_FLAG_ALLOWEMPTY
+                 | (hyperscan.HS_FLAG_CASELESS if lower or rflags & re.I else 0)
+                 | (hyperscan.HS_FLAG_DOTALL if rflags & re.S else 0)
+                 for _, rflags, lower in rules]
+        patterns = [_for_prefilter(p) for p, _, _ in rules]
+        ok = set(range(len(rules)))
+        while ok:
+            ids = sorted(ok)
+            db = hyperscan.Database()
+            try:
+                db.compile(expressions=[patterns[i] for i in ids], ids=ids, elements=len(ids),
+                           flags=[flags[i] for i in ids])
+                return db, ok
+            except hyperscan.error:  # find the ones it cannot take, and leave them out
+                for i in ids:
+                    try:
+                        hyperscan.Database().compile(expressions=[patterns[i]], ids=[i], elements=1, flags=[flags[i]])
+                    except hyperscan.error:
+                        ok.discard(i)
+                if len(ok) == len(ids):  # each alone compiles, together they do not: cover none
+                    break
+        return None, set()
+
+    ascii_db, ascii_ok = compile_all(0)
+    unicode_db, unicode_ok = compile_all(hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP)
+    return ascii_db, unicode_db, frozenset(ascii_ok & unicode_ok)
+
+
 class Scrubber:
     """The masking itself, over a list of texts; counts masks per rule."""
 
-    def __init__(self, rules: list[Rule], allow: list[Any], replacement: str):
-        import ahocorasick
-
+    def __init__(self, rules: list[Rule], allow: list[Any], replacement: str, prefilter: bool = True):
         self.rules = rules
         self.allow = allow
         self.replacement = replacement
         self.marker = replacement.split("{id}")[0] or replacement
-        self.keywords = ahocorasick.Automaton()
-        for k in {k for r in rules for k in r.keywords}:
-            self.keywords.add_word(k, k)
-        if len(self.keywords):
-            self.keywords.make_automaton()
-
-    def _find_keywords(self, lower: str) -> dict[str, list[int]]:
-        """Where each keyword starts in the batch: one pass for all rules' keywords."""
-        found: dict[str, list[int]] = {}
-        if len(self.keywords):
-            for end, k in self.keywords.iter(lower):
-                found.setdefault(k, []).append(end - len(k) + 1)
-        return found
+        self.prefilter = Prefilter(rules) if prefilter else None  # None: every rule over every entry
 
     def _rejects(self, rule: Rule, secret: str) -> bool:
-        if not secret or self.marker in secret:
+        if not secret:
             return True
         if rule.entropy and shannon_entropy(secret) < rule.entropy:
             return True
@@ -183,36 +269,27 @@ class Scrubber:
             return True
         return bool(rule.stopwords) and any(w in secret.lower() for w in rule.stopwords)
 
-    def _matches(self, rule: Rule, search: str, starts: list[int] | None):
-        if starts is None:
-            yield from rule.regex.finditer(search)
-            return
-        end = -1
-        match = rule.regex.match
-        for p in starts:
-            if p >= end and (m := match(search, p)) is not None:
-                end = m.end()
-                yield m
-
-    def _mask(self, rule: Rule, text: str, joined: bool, starts: list[int] | None = None) -> tuple[str, int, bool]:
-        """Mask every secret of `rule` in `text`: (new text, masks, crossed an entry boundary)."""
+    def _mask(self, rule: Rule, text: str) -> tuple[str, int]:
+        """Mask every secret of `rule` in one entry: (new text, masks)."""
         search = text
         if rule.lowercase:
             search = text.lower()
             if len(search) != len(text):  # a character whose lower case is longer: spans differ
                 return self._mask(Rule(rule.id, re.compile(rule.regex.pattern, re.I), rule.group, rule.keywords,
                                        rule.entropy, rule.check, rule.allow, rule.stopwords, False,
-                                       rule.not_after, rule.after, False), text, joined)
+                                       rule.not_after, rule.after), text)
+        if rule.keywords and not any(k in search.lower() for k in rule.keywords):
+            return text, 0
         pieces: list[str] = []
         pos = masks = 0
         repl = self.replacement.format(id=rule.id)
-        for m in self._matches(rule, search, starts):
+        for m in rule.regex.finditer(search):
             start, end = m.span(rule.group)
             if start < 0:
                 continue
-            if joined and "\n" in m.group(0):
-                return text, 0, True
             s0 = m.start()
+            if self.marker in text[s0 : m.end()]:  # overlaps what an earlier rule masked
+                continue
             if rule.not_after is not None and s0 > 0 and rule.not_after.match(text, s0 - 1):
                 continue
             if rule.after is not None and (s0 == 0 or not rule.after.match(text, s0 - 1)):
@@ -223,44 +300,29 @@ class Scrubber:
             pos = end
             masks += 1
         if not masks:
-            return text, 0, False
+            return text, 0
         pieces.append(text[pos:])
-        return "".join(pieces), masks, False
+        return "".join(pieces), masks
 
     def scrub(self, texts: list[str], counts: Counter) -> list[str]:
         text = "\n".join(texts)
-        joined = text.count("\n") == len(texts) - 1  # no entry holds a newline itself
-        found = self._find_keywords(text.lower())
-        for rule in self.rules:
-            if rule.keywords and not any(k in found for k in rule.keywords):
-                continue
-            masks = 0
-            per_entry = _anchored(rule.regex.pattern)
-            if joined and not per_entry:
-                starts = sorted({p for k in rule.keywords for p in found.get(k, ())}) if rule.anchored else None
-                new, masks, crossed = self._mask(rule, text, True, starts)
-                if crossed:  # a match ran into the next entry: from here on, entry by entry
-                    joined, texts = False, text.split("\n")
-            if not joined or per_entry:
-                if joined:
-                    texts = text.split("\n")
-                out = []
-                for t in texts:
-                    t, n, _ = self._mask(rule, t, False)
-                    out.append(t)
-                    masks += n
-                texts = out
-                new = "\n".join(texts)
-            if masks:
-                counts[rule.id] += masks
-                text = new
-                found = self._find_keywords(text.lower())
-        return text.split("\n") if joined else texts
-
-
-def _anchored(pattern: str) -> bool:
-    """Whether a pattern uses anchors, which mean one entry's ends, not the joined batch's."""
-    return bool(re.search(r"(?<!\\)[\^$]|\\[AZz]", pattern.replace("[^", "[")))
+        candidates = self.prefilter.scan(text, texts) if self.prefilter else None
+        texts = list(texts)
+        lower: str | None = None
+        for i, rule in enumerate(self.rules):
+            if candidates is not None and i in self.prefilter.covered:  # type: ignore[union-attr]
+                entries: Any = candidates.get(i, ())
+            else:  # not prefiltered: entry by entry, if it matches anywhere in the batch
+                if rule.lowercase and lower is None:
+                    lower = text.lower()
+                if rule.regex.search(lower if rule.lowercase else text) is None:
+                    continue
+                entries = range(len(texts))
+            for j in entries:
+                texts[j], n = self._mask(rule, texts[j])
+                if n:
+                    counts[rule.id] += n
+        return texts
 
 
 class ScrubStage(Stage):
