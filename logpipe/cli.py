@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import io
 import logging
 import os
@@ -250,7 +251,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 COMMANDS = {"run": cmd_run, "check": cmd_check, "dry-run": cmd_dry_run, "inspect": cmd_inspect, "bench": cmd_bench}
 
 
+def tune_gc() -> None:
+    """A batch makes and frees thousands of small dicts and lists at once; reference counting
+    frees them (they hold no cycles), yet at Python's default thresholds the cycle collector
+    would rescan them hundreds of times per batch: over a quarter of a json pipeline's CPU."""
+    gc.set_threshold(10_000, 50, 1000)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_gc()
     args = build_parser().parse_args(normalize_argv(sys.argv[1:] if argv is None else argv))
     setup_logging(args.log_level or "info")
     try:

@@ -216,3 +216,27 @@ def test_embedded_default_pushes_to_loki_url(receiver):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
     assert proc.stdout.read() == b""  # entries went to Loki, not stdout
+
+
+def test_the_batch_protobuf_encoder_equals_the_protobuf_runtime():
+    import random
+
+    from logpipe.sinks.proto import push_pb2
+    from logpipe.sinks.pushproto import push_request
+
+    rnd = random.Random(5)
+    for _ in range(100):
+        streams = []
+        for k in range(rnd.randint(1, 4)):
+            n = rnd.randint(0, 40)
+            ts = [rnd.choice([0, 1, 10**9, -1, -10**9 - 5, rnd.randint(-2**62, 2**62), NOW_NS + rnd.randint(0, 10**9)])
+                  for _ in range(n)]
+            lines = [rnd.choice(["", "x", "ünïcødé ✓ 日本語 🚀", "a" * rnd.randint(100, 300), "b" * 20000]) for _ in range(n)]
+            streams.append((f'{{job="j{k}", x="ü"}}', ts, lines))
+        req = push_pb2.PushRequest()
+        for labels, ts, lines in streams:
+            s = req.streams.add(labels=labels)
+            for t, line in zip(ts, lines):
+                e = s.entries.add(line=line)
+                e.timestamp.seconds, e.timestamp.nanos = divmod(t, 1_000_000_000)
+        assert push_request(streams) == req.SerializeToString()

@@ -119,3 +119,30 @@ def test_config_errors(stage, path, fragment):
     with pytest.raises(ConfigError) as e:
         build_pipeline(f"- timestamp: {stage}")
     assert any(i.path == path and fragment in i.message for i in e.value.issues), e.value.issues
+
+
+def test_a_column_of_utc_times_parses_as_entry_by_entry():
+    import random
+
+    from logpipe.pipeline.timestamp import make_parser, rfc3339_utc_column
+
+    rnd = random.Random(7)
+    values = []
+    for _ in range(2000):
+        frac = "" if rnd.random() < 0.2 else "." + "".join(rnd.choices("0123456789", k=rnd.randint(1, 9)))
+        values.append(f"{rnd.randint(1900, 2200):04d}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T"
+                      f"{rnd.randint(0, 23):02d}:{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}{frac}Z")
+    values += ["2024-02-29T23:59:59.999999999Z", "1969-12-31T23:59:59.5Z", "2000-01-01T00:00:00Z"]
+    one = make_parser("RFC3339Nano", None, lambda: 0.0)
+    assert rfc3339_utc_column(values) == [one(v) for v in values]
+    # anything else leaves the column to the entry-by-entry path
+    for odd in ["2023-02-29T00:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T00:00:00+02:00",
+                "2024-01-01T00:00:00.1234567890Z", "2024-01-01 00:00:00Z", None]:
+        assert rfc3339_utc_column(values[:3] + [odd]) is None
+
+
+def test_a_column_with_one_bad_time_still_parses_the_rest():
+    r = run_pipeline("- json: {expressions: {t: t}}\n- timestamp: {source: t, format: RFC3339Nano}",
+                     ['{"t": "2024-05-01T10:00:00.5Z"}', '{"t": "2024-02-30T10:00:00Z"}', '{"t": "2024-05-01T12:00:00+02:00"}'],
+                     ts=[7, 8, 9])
+    assert r.batch.ts == [1714557600500000000, 1714557600500000001, 1714557600000000000]  # fudged: last + 1ns

@@ -14,6 +14,7 @@ import random
 import threading
 import time
 import weakref
+from itertools import repeat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 
 import cramjam
 import httpx
+import numpy as np
 import orjson
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -28,6 +30,7 @@ from logpipe.batch import Batch, LabelSet
 from logpipe.config.schema import ClientConfig
 from logpipe.positions import Ticket
 from logpipe.sinks.proto import push_pb2
+from logpipe.sinks.pushproto import push_request
 from logpipe.telemetry import SelfMetrics
 
 log = logging.getLogger("logpipe.loki")
@@ -45,12 +48,21 @@ def label_string(labels: dict[str, str]) -> str:
 
 
 @dataclass
+class Stream:
+    """One stream's entries in a push, as columns."""
+
+    labels: dict[str, str]
+    ts: list[int] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    metadata: list[dict[str, str] | None] | None = None  # None: no entry has any
+
+
+@dataclass
 class Push:
-    """One request's worth of entries for one tenant, grouped by stream."""
+    """One request's worth of entries for one tenant, grouped by stream (by label text)."""
 
     tenant: str
-    streams: dict[str, list[tuple[int, str, dict[str, str] | None]]] = field(default_factory=dict)
-    stream_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    streams: dict[str, Stream] = field(default_factory=dict)
 
 
 class SinkMetrics:
@@ -76,26 +88,34 @@ class SinkMetrics:
 
 
 def encode_protobuf(push: Push) -> bytes:
-    req = push_pb2.PushRequest()
-    for labels, entries in push.streams.items():
-        stream = req.streams.add()
-        stream.labels = labels
-        add = stream.entries.add
-        for ts, line, md in entries:
-            e = add(line=line)
-            t = e.timestamp
-            t.seconds, t.nanos = divmod(ts, 1_000_000_000)
-            if md:
-                for k, v in md.items():
-                    e.structuredMetadata.add(name=k, value=v)
-    return cramjam.snappy.compress_raw(req.SerializeToString()).read()
+    if not any(st.metadata for st in push.streams.values()):
+        raw = push_request([(text, st.ts, st.lines) for text, st in push.streams.items()])
+    else:  # structured metadata: through the protobuf runtime
+        req = push_pb2.PushRequest()
+        for text, st in push.streams.items():
+            stream = req.streams.add()
+            stream.labels = text
+            add = stream.entries.add
+            for ts, line, md in zip(st.ts, st.lines, st.metadata or repeat(None)):
+                e = add(line=line)
+                t = e.timestamp
+                t.seconds, t.nanos = divmod(ts, 1_000_000_000)
+                if md:
+                    for k, v in md.items():
+                        e.structuredMetadata.add(name=k, value=v)
+        raw = req.SerializeToString()
+    return cramjam.snappy.compress_raw(raw).read()
 
 
 def encode_json(push: Push) -> bytes:
     streams = []
-    for labels, entries in push.streams.items():
-        values = [[str(ts), line, md] if md else [str(ts), line] for ts, line, md in entries]
-        streams.append({"stream": push.stream_labels[labels], "values": values})
+    for st in push.streams.values():
+        if st.metadata:
+            values: Any = [[str(ts), line, md] if md else [str(ts), line]
+                           for ts, line, md in zip(st.ts, st.lines, st.metadata)]
+        else:
+            values = list(zip(map(str, st.ts), st.lines))
+        streams.append({"stream": st.labels, "values": values})
     return orjson.dumps({"streams": streams})
 
 
@@ -226,23 +246,38 @@ class LokiClient:
     def group(self, pushes: dict[str, Push], batch: Batch) -> int:
         """Add the batch's entries to the pushes of their tenants, per stream; returns the
         size of the lines added."""
+        n = len(batch)
         md = batch.metadata
-        md_rows = ([{k: v for k, v in zip(md, row) if v is not None} or None for row in zip(*md.values())]
-                   if md else [None] * len(batch))
-        last: LabelSet | None = None
-        entries: list[tuple[int, str, dict[str, str] | None]] = []
-        for ls, ts, line, m in zip(batch.labels, batch.ts, batch.lines, md_rows):
-            if ls is not last:  # entries of one stream tend to come in runs
-                last = ls
-                tenant, text, labels = self._stream(ls)
-                push = pushes.get(tenant)
-                if push is None:
-                    push = pushes[tenant] = Push(tenant)
-                entries = push.streams.get(text)  # type: ignore[assignment]
-                if entries is None:
-                    entries = push.streams[text] = []
-                    push.stream_labels[text] = labels
-            entries.append((ts, line, m))
+        md_rows = [{k: v for k, v in zip(md, row) if v is not None} or None for row in zip(*md.values())] if md else None
+        ids = np.fromiter(map(id, batch.labels), np.int64, n)  # label sets are interned
+        if n and (ids == ids[0]).all():
+            groups: list[Any] = [(batch.labels[0], None)]
+        else:  # entries of one label set together, in their order
+            order = np.argsort(ids, kind="stable")
+            cuts = np.flatnonzero(np.diff(ids[order])) + 1
+            groups = [(batch.labels[idx[0]], idx) for idx in np.split(order, cuts)]
+            lines = np.array(batch.lines, dtype=object)
+            stamps = np.array(batch.ts, dtype=np.int64)
+        for ls, idx in groups:
+            tenant, text, labels = self._stream(ls)
+            push = pushes.get(tenant)
+            if push is None:
+                push = pushes[tenant] = Push(tenant)
+            st = push.streams.get(text)
+            if st is None:
+                st = push.streams[text] = Stream(labels)
+            if md_rows is not None and st.metadata is None:
+                st.metadata = [None] * len(st.ts)
+            if idx is None:
+                st.ts += batch.ts
+                st.lines += batch.lines
+                if st.metadata is not None:
+                    st.metadata += md_rows or [None] * n
+            else:
+                st.ts += stamps[idx].tolist()
+                st.lines += lines[idx].tolist()
+                if st.metadata is not None:
+                    st.metadata += [md_rows[i] for i in idx.tolist()] if md_rows else [None] * len(idx)
         return sum(map(len, batch.lines))
 
     def _take(self) -> Outgoing | None:
@@ -258,8 +293,8 @@ class LokiClient:
         body, headers = encode(push, self.cfg.encoding, self.cfg.compression)
         if push.tenant:
             headers["X-Scope-OrgID"] = push.tenant
-        entries = sum(map(len, push.streams.values()))
-        size = sum(len(line) for stream in push.streams.values() for _, line, _ in stream)
+        entries = sum(len(st.ts) for st in push.streams.values())
+        size = sum(sum(map(len, st.lines)) for st in push.streams.values())
         return Request(push.tenant, entries, size, body, headers)
 
     def _put(self, out: Outgoing) -> None:
