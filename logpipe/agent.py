@@ -30,6 +30,8 @@ class Sink(Protocol):
 class Source(Protocol):
     job: "Job"
     key: str  # one ack stream: positions of one source are committed in read order
+    # A source reading many inputs (the files of a job) sets `multi_stream = True`: each of
+    # its batches then acks exactly one key, and that key is the batch's ack stream.
 
     def batches(self, stop: threading.Event) -> Iterator[Batch]:
         """Yield batches until the input ends or `stop` is set; batch.ack holds positions."""
@@ -177,19 +179,30 @@ class Agent:
         self.sources.append(JournalSource(Job(sc, self.metrics), sc.journal, self.positions, self.metrics,
                                           follow=follow))
 
+    def add_files(self, sc: ScrapeConfig, follow: bool = True) -> None:
+        from logpipe.sources.file import FileOptions, FileSource
+
+        self.sources.append(FileSource(Job(sc, self.metrics), FileOptions.of(self.config, sc), self.positions,
+                                       self.metrics, follow=follow))
+
     def add_configured_sources(self) -> None:
         """A source for each scrape config that reads something other than stdin."""
         for sc in self.config.scrape_configs:
             if sc.journal is not None:
                 self.add_journal(sc)
+            if sc.file_targets():
+                self.add_files(sc)
 
     def _pump(self, source: Source) -> None:
         job, sinks, tracker = source.job, self.sinks, self.tracker
+        multi = getattr(source, "multi_stream", False)
         try:
             for batch in source.batches(self.stop_event):
                 ack = batch.ack
-                out = job.process(batch)
-                ticket = tracker.ticket(source.key, ack, len(sinks) if out.lines else 0)
+                # An empty batch only moves a position (a file opened, a long line dropped).
+                out = job.process(batch) if batch.lines else batch
+                stream = next(iter(ack)) if multi and ack else source.key
+                ticket = tracker.ticket(stream, ack, len(sinks) if out.lines else 0)
                 if out.lines:
                     for sink in sinks:
                         sink.send(out, ticket)

@@ -1,4 +1,5 @@
-"""`logpipe bench`: a pipeline over a file held in memory, in lines per CPU-second and RssAnon."""
+"""`logpipe bench`: a job over its own source (journal or files) or over a file held in
+memory, optionally pushing to a Loki receiver, in lines per CPU-second and peak RssAnon."""
 from __future__ import annotations
 
 import resource
@@ -6,13 +7,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from logpipe.batch import Batch
 from logpipe.sources.stdin import decode_lines
 
 if TYPE_CHECKING:
     from logpipe.agent import Job
+    from logpipe.sources.file import FileOptions
 
 
 def rss_anon_kib() -> int:
@@ -85,21 +87,45 @@ def load_lines(path: str | Path) -> list[str]:
     return [line for line in lines if line]
 
 
-def bench_lines(job: "Job", lines: list[str], batch_size: int = 8192) -> tuple[int, int]:
-    """Feed `lines` through the job in batches, as a source would."""
-    out = 0
+def memory_batches(job: "Job", lines: list[str], batch_size: int = 8192) -> Iterator[Batch]:
+    """`lines` in batches, as a source would hand them over."""
     ts0 = time.time_ns()
     for start in range(0, len(lines), batch_size):
         chunk = lines[start : start + batch_size]
-        batch = Batch.of_lines(chunk, list(range(ts0 + start, ts0 + start + len(chunk))), job.labels)
-        out += len(job.process(batch))
-    return len(lines), out
+        yield Batch.of_lines(chunk, list(range(ts0 + start, ts0 + start + len(chunk))), job.labels)
 
 
-def bench_loki(job: "Job", lines: list[str], encoding: str, batch_size: int = 8192) -> list[Figures]:
+def source_batches(job: "Job", opts: "FileOptions | None" = None) -> Iterator[Batch]:
+    """The job's own source read to its end: its journal, or its files from their start."""
+    if job.config.journal is not None:
+        from logpipe.sources.journal import JournalSource
+
+        yield from JournalSource(job, job.config.journal, None, job.env.metrics, follow=False).batches(threading.Event())
+    else:
+        from logpipe.sources.file import FileSource
+
+        assert opts is not None
+        yield from FileSource(job, opts, None, job.env.metrics, follow=False).batches(threading.Event())
+
+
+def run_job(job: "Job", batches: Iterator[Batch], sink: Callable[[Batch], None] | None = None,
+            source_only: bool = False) -> tuple[int, int]:
+    """Every batch through the job (unless `source_only`) and then `sink`: (entries in, out)."""
+    n_in = n_out = 0
+    for batch in batches:
+        n_in += len(batch)
+        if not source_only:
+            batch = job.process(batch)
+            if sink is not None and batch.lines:
+                sink(batch)
+        n_out += len(batch)
+    return n_in, n_out
+
+
+def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str) -> list[Figures]:
     """The job's pipeline alone, then again with a Loki client (1 MiB batches) pushing to a
-    receiver in another process, and the encoding alone over the same entries: what the
-    sink costs per entry, and encoding's share of the whole."""
+    receiver in another process, and the encoding alone over the first 100,000 entries: what
+    the sink costs per entry, and encoding's share of the whole."""
     import subprocess
     import sys
 
@@ -113,22 +139,20 @@ def bench_loki(job: "Job", lines: list[str], encoding: str, batch_size: int = 81
                                 stdout=subprocess.PIPE, text=True)
     try:
         url = receiver.stdout.readline().strip()  # type: ignore[union-attr]
-        alone = measure(f"{name}, no sink", lambda: bench_lines(job, lines, batch_size))
+        alone = measure(f"{name}, no sink", lambda: run_job(job, batches()))
         client = LokiClient(ClientConfig(url=url, encoding=encoding), job.env.metrics)  # type: ignore[arg-type]
         tracker = AckTracker(None)
         kept: list[Batch] = []
 
+        def send(batch: Batch) -> None:
+            client.send(batch, tracker.ticket("bench", None, 1))
+            if sum(map(len, kept)) < 100_000:
+                kept.append(batch)
+
         def with_sink() -> tuple[int, int]:
-            out, ts0 = 0, time.time_ns()
-            for start in range(0, len(lines), batch_size):
-                chunk = lines[start : start + batch_size]
-                batch = job.process(Batch.of_lines(chunk, list(range(ts0 + start, ts0 + start + len(chunk))), job.labels))
-                out += len(batch)
-                client.send(batch, tracker.ticket("bench", None, 1))
-                if len(kept) * batch_size < 100_000:
-                    kept.append(batch)
+            counts = run_job(job, batches(), send)
             client.close(600)
-            return len(lines), out
+            return counts
 
         sent = measure(f"{name}, Loki {encoding}", with_sink)
 
@@ -141,21 +165,8 @@ def bench_loki(job: "Job", lines: list[str], encoding: str, batch_size: int = 81
             n = sum(map(len, kept))
             return n, n
 
-        encode = measure(f"{name}, {encoding} encoding alone", encode_only)
+        encoded = measure(f"{name}, {encoding} encoding alone", encode_only)
     finally:
         receiver.stdin.close()  # type: ignore[union-attr]
         receiver.wait(10)
-    return [alone, sent, encode]
-
-
-def bench_journal(job: "Job") -> tuple[int, int]:
-    """Read the job's journal from its start (max_age permitting) to its end, through the job."""
-    from logpipe.sources.journal import JournalSource
-
-    assert job.config.journal is not None
-    src = JournalSource(job, job.config.journal, None, job.env.metrics, follow=False)
-    n_in = n_out = 0
-    for batch in src.batches(threading.Event()):
-        n_in += len(batch)
-        n_out += len(job.process(batch))
-    return n_in, n_out
+    return [alone, sent, encoded]

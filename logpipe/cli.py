@@ -9,11 +9,14 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from logpipe import __version__
 from logpipe.config import Config, load_config, load_config_text
 from logpipe.errors import ConfigError, LogpipeError
+
+if TYPE_CHECKING:
+    from logpipe.batch import Batch
 
 log = logging.getLogger("logpipe")
 
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--input", metavar="FILE", help="log lines to run through the pipeline (not for journal jobs)")
     bench.add_argument("--job", help="scrape config job_name (default: the first)")
     bench.add_argument("--repeat", type=int, default=1, help="run the input this many times")
+    bench.add_argument("--source-only", action="store_true", help="read the job's source, skip the pipeline")
     bench.add_argument("--loki", choices=["protobuf", "json"],
                        help="also push the output to a Loki receiver on loopback with this encoding")
     return p
@@ -221,30 +225,37 @@ def bundled_samples() -> bytes:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from logpipe.agent import Job
-    from logpipe.bench import bench_journal, bench_lines, bench_loki, load_lines, measure
+    from logpipe.bench import bench_loki, load_lines, measure, memory_batches, run_job, source_batches
+    from logpipe.sources.file import FileOptions
     from logpipe.telemetry import SelfMetrics
 
     config = _load(args)
-    job = Job(config.job(args.job), SelfMetrics())
-    name = f"{job.name} ({len(job.pipeline.stages)} stages)"
-    if job.config.journal is not None:
-        figures = measure(name, lambda: bench_journal(job))
+    sc = config.job(args.job)
+    job = Job(sc, SelfMetrics())
+    if sc.journal is not None or sc.file_targets():
+        opts = FileOptions.of(config, sc)
+
+        def batches() -> Iterator[Batch]:
+            return source_batches(job, opts)
     else:
         if not args.input:
-            raise LogpipeError("bench: --input FILE is needed for a job that does not read the journal")
+            raise LogpipeError("bench: --input FILE is needed for a job that reads neither the journal nor files")
         lines = load_lines(args.input) * args.repeat
-        if args.loki:
-            alone, sent, encoding = bench_loki(job, lines, args.loki)
-            for figures in (alone, sent, encoding):
-                print(figures.report())
-            sink = (sent.cpu - alone.cpu) / sent.lines_out * 1e6
-            print(f"Loki sink ({args.loki}): {sink:.2f} µs of CPU per entry for encoding and sending, "
-                  f"{(sent.cpu - alone.cpu) / sent.cpu:.0%} of the whole; encoding alone "
-                  f"{encoding.cpu / encoding.lines_in * 1e6:.2f} µs per entry, "
-                  f"{encoding.cpu / encoding.lines_in * sent.lines_out / sent.cpu:.0%} of the whole")
-            return 0
-        figures = measure(name, lambda: bench_lines(job, lines))
-    print(figures.report())
+
+        def batches() -> Iterator[Batch]:
+            return memory_batches(job, lines)
+    if args.loki:
+        alone, sent, encoded = bench_loki(job, batches, args.loki)
+        for figures in (alone, sent, encoded):
+            print(figures.report())
+        sink = (sent.cpu - alone.cpu) / max(sent.lines_out, 1) * 1e6
+        share = encoded.cpu / max(encoded.lines_in, 1) * sent.lines_out / sent.cpu
+        print(f"Loki sink ({args.loki}): {sink:.2f} µs of CPU per entry for encoding and sending, "
+              f"{(sent.cpu - alone.cpu) / sent.cpu:.0%} of the whole; encoding alone "
+              f"{encoded.cpu / max(encoded.lines_in, 1) * 1e6:.2f} µs per entry, {share:.0%} of the whole")
+        return 0
+    what = "source alone" if args.source_only else f"{len(job.pipeline.stages)} stages"
+    print(measure(f"{job.name} ({what})", lambda: run_job(job, batches(), source_only=args.source_only)).report())
     return 0
 
 

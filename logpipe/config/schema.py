@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from logpipe.config.decode import Ctx, check_label_name, join
+from logpipe.config.decode import field as yaml_field
 from logpipe.config.units import ByteSize, Duration
 
 
@@ -178,8 +179,15 @@ class StaticConfig:
     labels: dict[str, str] = field(default_factory=dict)
 
     def validate(self, ctx: Ctx, path: str) -> None:
+        from logpipe.sources.file import check_glob
+
         for name in self.labels:
             check_label_name(ctx, join(join(path, "labels"), name), name)
+        for name in ("__path__", "__path_exclude__"):
+            if name in self.labels:
+                problem = check_glob(self.labels[name])
+                if problem:
+                    ctx.error(join(join(path, "labels"), name), problem)
 
 
 @dataclass
@@ -190,6 +198,14 @@ class ScrapeConfig:
     stdin: StdinConfig | None = None
     relabel_configs: list[RelabelConfig] = field(default_factory=list)
     pipeline_stages: list[Any] = field(default_factory=list)
+    # How the files of static_configs (`__path__`) are read: Promtail's `encoding` (an IANA
+    # name, e.g. UTF-16, ISO-8859-1; empty is UTF-8), Grafana Alloy's `tail_from_end` (a file
+    # found at start with no saved position is read from its end), and logpipe's own
+    # `partial_line_timeout`: a last line with no newline yet is sent once the file has not
+    # grown for this long (0: wait for the newline however long it takes).
+    encoding: str = ""
+    tail_from_end: bool = False
+    partial_line_timeout: Duration = Duration(10.0)
 
     def validate(self, ctx: Ctx, path: str) -> None:
         from logpipe.pipeline import decode_stages
@@ -198,6 +214,20 @@ class ScrapeConfig:
             ctx.error(join(path, "job_name"), f"duplicate job_name {self.job_name!r}")
         ctx.job_names.add(self.job_name)
         self.stages = decode_stages(self.pipeline_stages, ctx, join(path, "pipeline_stages"))
+        if self.encoding:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                ctx.error(join(path, "encoding"), f"unknown encoding {self.encoding!r} "
+                          "(use an IANA name such as UTF-8, UTF-16, UTF-16LE, ISO-8859-1, Windows-1252)")
+        if self.partial_line_timeout < 0:
+            ctx.error(join(path, "partial_line_timeout"), "must not be negative")
+
+    def file_targets(self) -> list[StaticConfig]:
+        """The static_configs that name files to tail (Promtail's `__path__` label)."""
+        return [s for s in self.static_configs if s.labels.get("__path__")]
 
     def static_labels(self) -> dict[str, str]:
         """Labels every entry of this job starts with (before relabeling)."""
@@ -218,6 +248,8 @@ class LimitsConfig:
     readline_burst: int = 10000
     readline_rate_drop: bool = True
     max_streams: int = 0
+    # 0 means no limit in Promtail; the file source still bounds a line it holds in memory,
+    # at Loki's default of 256KiB (logpipe.sources.file.DEFAULT_MAX_LINE_SIZE).
     max_line_size: ByteSize = ByteSize(0)
     max_line_size_truncate: bool = False
 
@@ -225,6 +257,30 @@ class LimitsConfig:
 @dataclass
 class TargetConfig:
     sync_period: Duration = Duration(10.0)
+
+    def validate(self, ctx: Ctx, path: str) -> None:
+        if self.sync_period <= 0:
+            ctx.error(join(path, "sync_period"), "must be greater than 0")
+
+
+@dataclass
+class FileWatchConfig:
+    """How often a tailed file is polled for growth: from min_poll_frequency while it
+    changes, backing off to max_poll_frequency while it is idle (Promtail's defaults)."""
+
+    min_poll_frequency: Duration = Duration(0.25)
+    max_poll_frequency: Duration = Duration(0.25)
+
+    def validate(self, ctx: Ctx, path: str) -> None:
+        if self.min_poll_frequency <= 0:
+            ctx.error(join(path, "min_poll_frequency"), "must be greater than 0")
+        if self.max_poll_frequency < self.min_poll_frequency:
+            ctx.error(join(path, "max_poll_frequency"), "must not be less than min_poll_frequency")
+
+
+@dataclass
+class GlobalConfig:
+    file_watch_config: FileWatchConfig = field(default_factory=FileWatchConfig)
 
 
 @dataclass
@@ -236,6 +292,7 @@ class Config:
     scrape_configs: list[ScrapeConfig] = field(default_factory=list)
     limits_config: LimitsConfig = field(default_factory=LimitsConfig)
     target_config: TargetConfig = field(default_factory=TargetConfig)
+    global_: GlobalConfig = yaml_field("global", default_factory=GlobalConfig)
 
     def validate(self, ctx: Ctx, path: str) -> None:
         if self.client is not None:  # Promtail's older single-client form

@@ -56,13 +56,28 @@ def floor_journalctl(directory: Path) -> float:
     return out.count(b"\n") / cpu
 
 
-def run_case(args: list[str], env: dict[str, str] | None = None) -> int | None:
+def floor_cat(path: Path) -> float:
+    """cat FILE > /dev/null: the floor for reading the file at all."""
+    import resource
+
+    n = path.read_bytes().count(b"\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return n / max(cpu, 1e-6)
+
+
+def run_case(args: list[str], env: dict[str, str] | None = None, pick: str = "") -> int | None:
+    """Run `logpipe bench`, print what it says, return the lines per CPU-second of its first
+    report (or of the one whose name holds `pick`)."""
     import os
 
     r = subprocess.run([sys.executable, "-m", "logpipe", "bench", *args], capture_output=True, text=True,
                        env={**os.environ, **(env or {})})
     print(r.stdout.strip() or r.stderr.strip())
-    m = re.search(r"([\d,]+) lines per CPU-second", r.stdout)
+    line = next((x for x in r.stdout.splitlines() if pick in x and "lines per CPU-second" in x), "")
+    m = re.search(r"([\d,]+) lines per CPU-second", line)
     return int(m.group(1).replace(",", "")) if m else None
 
 
@@ -70,9 +85,30 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "logpipe-bench"))
-    ap.add_argument("--cases", default="litellm,nginx,journal,loki")
+    ap.add_argument("--cases", default="A,B,C,litellm,nginx,journal,loki,file")
     args = ap.parse_args()
     cases = args.cases.split(",")
+    # the tuned core's targets: source -> pipeline -> Loki protobuf encoding, each beside its floor
+    for case, kind in (("A", "litellm"), ("B", "nginx")):
+        if case in cases:
+            data = ensure(kind, args.lines, Path(args.data))
+            config = HERE / f"case-{case.lower()}.yaml"
+            rate = run_case(["--config", str(config), "--config.expand-env", "--loki", "protobuf", "--log.level", "warn"],
+                            {"BENCH_FILE": str(data)}, pick="Loki protobuf")
+            floor = floor_json(data) if kind == "litellm" else floor_regex(data, config)
+            what = "orjson.loads per line" if kind == "litellm" else "one re.findall over the text"
+            if rate:
+                print(f"  case {case}: {rate:,.0f} lines per CPU-second; floor ({what}) {floor:,.0f}; ratio {rate / floor:.2f}x")
+    if "C" in cases:
+        from generate import ensure_journal
+
+        directory = ensure_journal(args.lines, Path(args.data))
+        rate = run_case(["--config", str(HERE / "case-c.yaml"), "--config.expand-env", "--loki", "protobuf",
+                         "--log.level", "warn"], {"BENCH_JOURNAL": str(directory)}, pick="Loki protobuf")
+        floor = floor_journalctl(directory)
+        if rate:
+            print(f"  case C: {rate:,.0f} entries per CPU-second; floor (journalctl -o cat > /dev/null) "
+                  f"{floor:,.0f}; ratio {rate / floor:.2f}x")
     for kind in ("litellm", "nginx"):
         if kind not in cases:
             continue
@@ -101,6 +137,15 @@ def main() -> None:
         if rate:
             print(f"  floor (journalctl -o cat > /dev/null): {floor:,.0f} entries per CPU-second; ratio {rate / floor:.2f}x")
         run_case(["--config", str(HERE / "journal-json.yaml"), "--config.expand-env"], env)
+    if "file" in cases:  # the file source over the litellm input, with the json pipeline and alone
+        data = ensure("litellm", args.lines, Path(args.data))
+        env = {"BENCH_FILE": str(data)}
+        config = ["--config", str(HERE / "file-json.yaml"), "--config.expand-env"]
+        run_case(config, env)
+        rate = run_case(config + ["--source-only"], env)
+        floor = floor_cat(data)
+        if rate:
+            print(f"  floor (cat file > /dev/null): {floor:,.0f} lines per CPU-second; ratio {rate / floor:.2f}x")
 
 
 if __name__ == "__main__":

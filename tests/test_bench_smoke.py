@@ -1,0 +1,25 @@
+"""The benchmarks, as a smoke run over small inputs: every case runs and reports; no thresholds
+(timings are figures for notes and README, never pass/fail)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.journal_files import JOURNAL_REMOTE
+
+RUN = Path(__file__).resolve().parent / "bench" / "run.py"
+
+
+def test_every_bench_case_runs_on_a_small_input(tmp_path):
+    cases = ["A", "B", "litellm", "nginx", "loki", "file"]
+    if JOURNAL_REMOTE and shutil.which("journalctl"):
+        cases += ["C", "journal"]
+    r = subprocess.run([sys.executable, str(RUN), "--lines", "3000", "--data", str(tmp_path), "--cases", ",".join(cases)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for case in ("A", "B") + (("C",) if "C" in cases else ()):
+        assert f"  case {case}: " in r.stdout, r.stdout
+    assert "Loki sink (protobuf)" in r.stdout and "Loki sink (json)" in r.stdout
+    assert "source alone" in r.stdout and "floor (cat file > /dev/null)" in r.stdout
