@@ -13,13 +13,14 @@ RUN = Path(__file__).resolve().parent / "bench" / "run.py"
 
 
 def test_every_bench_case_runs_on_a_small_input(tmp_path):
-    cases = ["A", "B", "litellm", "nginx", "loki", "file"]
+    cases = ["A", "B", "D", "litellm", "nginx", "loki", "file"]
     if JOURNAL_REMOTE and shutil.which("journalctl"):
         cases += ["C", "journal"]
-    r = subprocess.run([sys.executable, str(RUN), "--lines", "3000", "--data", str(tmp_path), "--cases", ",".join(cases)],
+    r = subprocess.run([sys.executable, str(RUN), "--lines", "3000", "--block", "2", "--data", str(tmp_path), "--cases", ",".join(cases)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for case in ("A", "B") + (("C",) if "C" in cases else ()):
         assert f"  case {case}: " in r.stdout, r.stdout
+    assert "case D: 3,000 of 3,000 lines delivered" in r.stdout, r.stdout
     assert "Loki sink (protobuf)" in r.stdout and "Loki sink (json)" in r.stdout
     assert "source alone" in r.stdout and "floor (cat file > /dev/null)" in r.stdout

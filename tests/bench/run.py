@@ -81,13 +81,64 @@ def run_case(args: list[str], env: dict[str, str] | None = None, pick: str = "")
     return int(m.group(1).replace(",", "")) if m else None
 
 
+def case_d(data: Path, block: float, lines: int) -> None:
+    """Case A under `logpipe run` while Loki answers 429 for `block` seconds, then 2xx: peak
+    RssAnon over the run, and its range while blocked (flat: the sources stop reading)."""
+    import os
+    import signal
+
+    import yaml
+
+    from logpipe.loki_receiver import LokiReceiver
+
+    receiver = LokiReceiver(record=False).start()
+    receiver.fail_next = [429] * 10**9
+    config = yaml.safe_load((HERE / "case-a.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        config["positions"] = {"filename": f"{tmp}/positions.yaml"}
+        config["clients"] = [{"url": receiver.url, "backoff_config": {"min_period": "100ms", "max_period": "1s"}}]
+        cfg = Path(tmp) / "case-d.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        proc = subprocess.Popen([sys.executable, "-m", "logpipe", "run", "--config.expand-env", "--config", str(cfg),
+                                 "--log.level", "error"], env={**os.environ, "BENCH_FILE": str(data)})
+        blocked: list[float] = []
+        peak = 0.0
+        t0 = time.monotonic()
+        try:
+            while receiver.accepted < lines and time.monotonic() - t0 < block + 600:
+                time.sleep(0.25)
+                rss = rss_anon_mib(proc.pid)
+                peak = max(peak, rss)
+                if time.monotonic() - t0 < block:
+                    blocked.append(rss)
+                elif receiver.fail_next:
+                    receiver.fail_next = []
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            receiver.stop()
+    late = blocked[len(blocked) // 4 :] or [0.0]  # after start-up
+    print(f"case D: {receiver.accepted:,} of {lines:,} lines delivered after {block:.0f}s of 429s; peak RssAnon "
+          f"{peak:.1f} MiB; while blocked {min(late):.1f}-{max(late):.1f} MiB")
+
+
+def rss_anon_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "logpipe-bench"))
-    ap.add_argument("--cases", default="A,B,C,litellm,nginx,journal,loki,file")
+    ap.add_argument("--cases", default="A,B,C,D,litellm,nginx,journal,loki,file")
+    ap.add_argument("--block", type=float, default=60.0, help="case D: seconds of 429s")
     args = ap.parse_args()
     cases = args.cases.split(",")
+    if "D" in cases:
+        case_d(ensure("litellm", args.lines, Path(args.data)), args.block, args.lines)
     # the tuned core's targets: source -> pipeline -> Loki protobuf encoding, each beside its floor
     for case, kind in (("A", "litellm"), ("B", "nginx")):
         if case in cases:
