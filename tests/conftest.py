@@ -3,8 +3,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +29,30 @@ def write(tmp_path: Path):
         return p
 
     return _write
+
+
+def wait_until(cond, timeout: float = 10.0) -> bool:
+    """Poll `cond` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def read_json_lines(proc: subprocess.Popen, want: int, timeout: float) -> list[dict]:
+    """Entries the stdout sink of `proc` printed, until `want` of them or `timeout` seconds."""
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    buf = b""
+    while len(out) < want and time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            out.extend(orjson.loads(line) for line in done if line)
+        else:
+            time.sleep(0.02)
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from logpipe.loki_receiver import LokiReceiver
 from logpipe.positions import Positions
+from tests.conftest import wait_until
 from tests.journal_files import entry, needs_journal_remote, write_journal
 
 N_JOURNAL = 60_000
@@ -32,13 +33,6 @@ def acknowledged(positions: Path) -> int:
     return int(dict(part.split("=", 1) for part in cursor.split(";"))["i"], 16)
 
 
-def wait_until(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def config(tmp_path: Path, receiver: LokiReceiver, client_extra: str = "") -> Path:

@@ -13,7 +13,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import orjson
 import pytest
 
 from logpipe.agent import Agent, Job
@@ -24,6 +23,7 @@ from logpipe.positions import Positions, Ticket
 from logpipe.sources.file import FileOptions, FileSource, check_glob, expand_braces, glob_regex
 from logpipe.sources.filetail import Framing
 from logpipe.telemetry import SelfMetrics
+from tests.conftest import read_json_lines, wait_until
 
 CONFIG = """\
 server: {{http_listen_port: 0}}
@@ -116,13 +116,6 @@ class Running:
         self.stop()
 
 
-def wait_until(cond, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
 
 
 def numbered(prefix: str, n: int, start: int = 0) -> list[str]:
@@ -538,21 +531,6 @@ scrape_configs:
 
 # -- through the CLI ------------------------------------------------------------------------------
 
-def read_json_lines(proc: subprocess.Popen, want: int, timeout: float) -> list[dict]:
-    """Entries the stdout sink printed, until `want` of them or `timeout` seconds."""
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    buf = b""
-    while len(out) < want and time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            out.extend(orjson.loads(line) for line in done if line)
-        else:
-            time.sleep(0.02)
-    return out
 
 
 def test_logpipe_run_tails_a_directory(tmp_path):

@@ -3,7 +3,6 @@ odd fields, resume after kill -9, and following a growing journal."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from logpipe.agent import Agent, Job
+from logpipe.agent import Job
 from logpipe.config import load_config_text
 from logpipe.errors import SourceError
 from logpipe.positions import Positions
-from logpipe.sinks.stdout import StdoutSink
 from logpipe.sources.journal import JournalSource, damaged_files
 from logpipe.telemetry import SelfMetrics
+from tests.conftest import read_json_lines
 from tests.journal_files import entry, needs_journal_remote, write_journal
 
 pytestmark = needs_journal_remote
@@ -153,20 +152,6 @@ def run_agent(tmp_path: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def read_lines_until(proc: subprocess.Popen, want: int, timeout: float) -> list[dict]:
-    out: list[dict] = []
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    buf = b""
-    while len(out) < want and time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            out.extend(json.loads(line) for line in done if line)
-        else:
-            time.sleep(0.02)
-    return out
 
 
 def test_follow_new_entries_arrive_within_two_seconds(tmp_path):
@@ -174,11 +159,11 @@ def test_follow_new_entries_arrive_within_two_seconds(tmp_path):
     write_journal(path, [entry(0, NOW_US - 1000, message="before start")])
     proc = run_agent(tmp_path)
     try:
-        assert [e["line"] for e in read_lines_until(proc, 1, 20)] == ["before start"]
+        assert [e["line"] for e in read_json_lines(proc, 1, 20)] == ["before start"]
         for i in range(3):
             t0 = time.monotonic()
             write_journal(path, [entry(i, int(time.time() * 1e6), message=f"live {i}")])
-            got = read_lines_until(proc, 1, 5)
+            got = read_json_lines(proc, 1, 5)
             assert [e["line"] for e in got] == [f"live {i}"]
             assert time.monotonic() - t0 < 2.0
     finally:
@@ -192,7 +177,7 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_nothing_acknowledged(tmp_
     write_journal(path, [entry(i, NOW_US - 100_000 + i, message=f"m{i}") for i in range(n)])
     seen: list[str] = []
     proc = run_agent(tmp_path)
-    seen += [e["line"] for e in read_lines_until(proc, n, 30)]
+    seen += [e["line"] for e in read_json_lines(proc, n, 30)]
     assert len(seen) == n
     deadline = time.monotonic() + 10  # let the positions file catch up (sync_period 100ms)
     while time.monotonic() < deadline:
@@ -205,9 +190,9 @@ def test_resume_after_kill_9_loses_nothing_and_repeats_nothing_acknowledged(tmp_
     write_journal(path, [entry(i, NOW_US - 50_000 + i, message=f"m{i}") for i in range(n, n + 500)])
     proc = run_agent(tmp_path)
     try:
-        seen += [e["line"] for e in read_lines_until(proc, 500, 30)]
+        seen += [e["line"] for e in read_json_lines(proc, 500, 30)]
         time.sleep(0.5)
-        seen += [e["line"] for e in read_lines_until(proc, 1, 0.3)]
+        seen += [e["line"] for e in read_json_lines(proc, 1, 0.3)]
     finally:
         proc.kill()
         proc.wait()
@@ -226,7 +211,7 @@ def test_ready_targets_and_lag_are_served(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "logpipe", "run", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert len(read_lines_until(proc, 1, 20)) == 1
+        assert len(read_json_lines(proc, 1, 20)) == 1
         base = f"http://127.0.0.1:{port}"
         assert urllib.request.urlopen(base + "/ready", timeout=5).status == 200
         targets = json.loads(urllib.request.urlopen(base + "/targets", timeout=5).read())

@@ -13,7 +13,7 @@ from logpipe.loki_receiver import Limits, LokiReceiver
 from logpipe.positions import AckTracker
 from logpipe.sinks.loki import LokiClient
 from logpipe.telemetry import SelfMetrics
-from tests.conftest import run_cli
+from tests.conftest import run_cli, wait_until
 
 NOW_NS = time.time_ns()
 
@@ -37,13 +37,6 @@ def batch(lines, labels=None, start=NOW_NS):
     return Batch.of_lines(list(lines), list(range(start, start + len(lines))), LabelSet.of(labels or {"job": "t"}))
 
 
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.parametrize("options", [{"encoding": "protobuf"}, {"encoding": "json"},
@@ -87,7 +80,7 @@ def test_batchwait_holds_a_small_batch_until_due(receiver):
     c.send(batch(["x"]), AckTracker(None).ticket("s", None, 1))
     time.sleep(0.2)
     assert receiver.entries == []
-    assert wait_for(lambda: receiver.entries, 3)
+    assert wait_until(lambda: receiver.entries, 3)
     assert time.monotonic() - t0 >= 0.35
     c.close(1)
 
@@ -211,7 +204,7 @@ def test_embedded_default_pushes_to_loki_url(receiver):
     proc = subprocess.Popen([sys.executable, "-m", "logpipe", "run"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert wait_for(lambda: len(receiver.entries) >= 10, 30), proc.stderr.read1().decode()
+        assert wait_until(lambda: len(receiver.entries) >= 10, 30), proc.stderr.read1().decode()
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
