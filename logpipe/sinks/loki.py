@@ -247,10 +247,12 @@ class LokiClient:
         """Add the batch's entries to the pushes of their tenants, per stream; returns the
         size of the lines added."""
         n = len(batch)
+        if not n:
+            return 0
         md = batch.metadata
         md_rows = [{k: v for k, v in zip(md, row) if v is not None} or None for row in zip(*md.values())] if md else None
         ids = np.fromiter(map(id, batch.labels), np.int64, n)  # label sets are interned
-        if n and (ids == ids[0]).all():
+        if (ids == ids[0]).all():
             groups: list[Any] = [(batch.labels[0], None)]
         else:  # entries of one label set together, in their order
             order = np.argsort(ids, kind="stable")
