@@ -29,9 +29,7 @@ class Sink(Protocol):
 
 class Source(Protocol):
     job: "Job"
-    key: str  # one ack stream: positions of one source are committed in read order
-    # A source reading many inputs (the files of a job) sets `multi_stream = True`: each of
-    # its batches then acks exactly one key, and that key is the batch's ack stream.
+    key: str  # positions key (one ack stream), or the prefix of its inputs' keys
 
     def batches(self, stop: threading.Event) -> Iterator[Batch]:
         """Yield batches until the input ends or `stop` is set; batch.ack holds positions."""
@@ -195,13 +193,14 @@ class Agent:
 
     def _pump(self, source: Source) -> None:
         job, sinks, tracker = source.job, self.sinks, self.tracker
-        multi = getattr(source, "multi_stream", False)
         try:
             for batch in source.batches(self.stop_event):
                 ack = batch.ack
                 # An empty batch only moves a position (a file opened, a long line dropped).
                 out = job.process(batch) if batch.lines else batch
-                stream = next(iter(ack)) if multi and ack else source.key
+                # positions commit in read order per key: a batch that moves one position (the
+                # journal's, one file's) is ordered with that key; one that moves none, in its source
+                stream = next(iter(ack)) if ack and len(ack) == 1 else source.key
                 ticket = tracker.ticket(stream, ack, len(sinks) if out.lines else 0)
                 if out.lines:
                     for sink in sinks:

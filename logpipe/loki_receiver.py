@@ -60,6 +60,7 @@ class LokiReceiver:
         self.requests: list[dict[str, Any]] = []  # one per request: content type, encoding, tenant, status
         self.lock = threading.Lock()
         self.fail_next: list[int] = []  # answer the next requests with these statuses, storing nothing
+        self.failing: int | None = None  # then answer every request with this status, until cleared
         self.drop_next = 0  # close the connection of the next N requests without an answer
         self.delay = 0.0  # seconds to wait before answering
         self._rate: dict[str, tuple[float, float]] = {}
@@ -95,7 +96,7 @@ class LokiReceiver:
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                    fail = receiver.fail_next.pop(0) if receiver.fail_next else None
+                    fail = receiver.fail_next.pop(0) if receiver.fail_next else receiver.failing
                 if fail is not None:
                     receiver._log(self.headers, fail)
                     self._answer(fail, b"injected fault\n")

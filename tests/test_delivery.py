@@ -56,7 +56,7 @@ def test_sigterm_while_loki_is_down_exits_in_time_and_the_rest_comes_next_start(
     now_us = int(time.time() * 1e6)
     write_journal(tmp_path / "journal" / "a.journal", [entry(i, now_us - 10**6 + i, message=f"m{i}") for i in range(100)])
     receiver = LokiReceiver().start()
-    receiver.fail_next = [503] * 10_000
+    receiver.failing = 503
     cfg = config(tmp_path, receiver, "\n    shutdown_timeout: 1s\n    backoff_config: {min_period: 50ms, max_period: 200ms}")
     try:
         proc = start(cfg)
@@ -66,7 +66,7 @@ def test_sigterm_while_loki_is_down_exits_in_time_and_the_rest_comes_next_start(
         assert proc.wait(10) == 0
         assert time.monotonic() - t0 < 4
         assert receiver.entries == [] and acknowledged(tmp_path / "positions.yaml") == 0
-        receiver.fail_next = []
+        receiver.failing = None
         proc = start(cfg)
         assert wait_until(lambda: len(receiver.entries) >= 100, 30)
         proc.send_signal(signal.SIGTERM)
@@ -144,7 +144,7 @@ def test_while_loki_says_429_reading_stops_and_memory_stays_flat(tmp_path):
     write_journal(tmp_path / "journal" / "a.journal",
                   [entry(i, now_us - 10**7 + i, message=f"journal {i} " + "x" * 200) for i in range(N_JOURNAL)])
     receiver = LokiReceiver().start()
-    receiver.fail_next = [429] * 100_000
+    receiver.failing = 429
     port = free_port()
     cfg = config(tmp_path, receiver, "\n    backoff_config: {min_period: 20ms, max_period: 100ms}")
     cfg.write_text(cfg.read_text().replace("http_listen_port: 0", f"http_listen_port: {port}"))
@@ -158,7 +158,7 @@ def test_while_loki_says_429_reading_stops_and_memory_stays_flat(tmp_path):
         # queued; each a journal batch (batch_size 4096). Nothing more is read.
         assert read_entries(port) == read <= (1 + 4 + 1) * 4096
         assert rss_anon_mib(proc.pid) - rss < 2
-        receiver.fail_next = []
+        receiver.failing = None
         assert wait_until(lambda: len({e.line for e in receiver.entries}) == N_JOURNAL, 60)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

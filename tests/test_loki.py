@@ -142,7 +142,7 @@ def test_down_then_up_back_pressure_and_no_loss(receiver):
 
 
 def test_max_retries_drop_only_when_asked(receiver):
-    receiver.fail_next = [500] * 100
+    receiver.failing = 500
     c, metrics = client(receiver, drop_after_max_retries="true")
     c.send(batch(["gone"]), AckTracker(None).ticket("s", None, 1))
     c.close(5)

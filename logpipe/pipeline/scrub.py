@@ -166,12 +166,12 @@ class Prefilter:
     def scan(self, text: str, texts: list[str]) -> dict[int, list[int]] | None:
         """For each covered rule that may match, the entries where; None if the text cannot be
         scanned (lone surrogates are not UTF-8)."""
+        if any(c in text for c in "\x1c\x1d\x1e\x1f"):
+            return None  # whitespace to Python's \\s, not to Hyperscan's: no prefilter for this batch
         try:
             data = text.encode()
         except UnicodeEncodeError:
             return None
-        if any(c in text for c in "\x1c\x1d\x1e\x1f"):
-            return None  # whitespace to Python's \\s, not to Hyperscan's: no prefilter for this batch
         db = self.ascii if text.isascii() else self.unicode
         if db is None:
             return {}
@@ -278,8 +278,10 @@ class Scrubber:
                 return self._mask(Rule(rule.id, re.compile(rule.regex.pattern, re.I), rule.group, rule.keywords,
                                        rule.entropy, rule.check, rule.allow, rule.stopwords, False,
                                        rule.not_after, rule.after), text)
-        if rule.keywords and not any(k in search.lower() for k in rule.keywords):
-            return text, 0
+        if rule.keywords:
+            lower = search if rule.lowercase else text.lower()
+            if not any(k in lower for k in rule.keywords):
+                return text, 0
         pieces: list[str] = []
         pos = masks = 0
         repl = self.replacement.format(id=rule.id)

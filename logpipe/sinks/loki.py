@@ -14,8 +14,8 @@ import random
 import threading
 import time
 import weakref
-from itertools import repeat
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -334,32 +334,33 @@ class LokiClient:
             self.m.pending.labels(self.host).dec(n)
         return True
 
-    def _deliver(self, push: Request) -> bool:
+    def _deliver(self, request: Request) -> bool:
         """Push until Loki takes it or says it never will; False if stopped meanwhile."""
         backoff = self.cfg.backoff_config
         delay, attempt = backoff.min_period, 0
         while True:
-            status, text = self._post(push.body, push.headers)
+            status, text = self._post(request.body, request.headers)
             if 200 <= status < 300:
                 self._healthy = True
-                self.m.sent_entries.labels(self.host).inc(push.entries)
-                self.m.sent_bytes.labels(self.host).inc(push.size)
+                self.m.sent_entries.labels(self.host).inc(request.entries)
+                self.m.sent_bytes.labels(self.host).inc(request.size)
                 return True
             if status == 429 and self.cfg.drop_rate_limited_batches:
-                self._drop(push, "loki_rate_limited", text)
+                self._drop(request, "loki_rate_limited", text)
                 return True
             if 400 <= status < 500 and status != 429:
                 # Loki stored the valid entries and names each bad one on a line of its answer:
                 # sending again gains nothing, and only the named ones are lost
                 named = sum(1 for line in text.splitlines() if line.strip())
-                self._drop(push, "loki_rejected", text, min(push.entries, named or push.entries))
-                self.m.sent_entries.labels(self.host).inc(push.entries - min(push.entries, named or push.entries))
+                dropped = min(request.entries, named or request.entries)
+                self._drop(request, "loki_rejected", text, dropped)
+                self.m.sent_entries.labels(self.host).inc(request.entries - dropped)
                 return True
             self._healthy = False
             self._last_error = f"HTTP {status}: {text[:200]}" if status else text
             attempt += 1
             if attempt > backoff.max_retries and self.cfg.drop_after_max_retries:
-                self._drop(push, "loki_max_retries", self._last_error)
+                self._drop(request, "loki_max_retries", self._last_error)
                 return True
             self.m.retries.labels(self.host).inc()
             if attempt == backoff.max_retries + 1:
@@ -381,8 +382,8 @@ class LokiClient:
         self.m.duration.labels(self.host, str(r.status_code)).observe(time.perf_counter() - t0)
         return r.status_code, r.text
 
-    def _drop(self, push: Request, reason: str, message: str, n: int | None = None) -> None:
-        n = push.entries if n is None else n
+    def _drop(self, request: Request, reason: str, message: str, n: int | None = None) -> None:
+        n = request.entries if n is None else n
         self.metrics.drop(reason, n, self.host)
         if reason not in self._warned:  # once per reason: Loki's message says what to fix
             self._warned.add(reason)

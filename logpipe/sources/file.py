@@ -224,8 +224,6 @@ class Followed:
 class FileSource:
     """Follows the files of one scrape config; yields one file's lines per batch."""
 
-    multi_stream = True  # each batch's ack holds one file's key, which is its ack stream
-
     def __init__(self, job: "Job", opts: FileOptions, positions: Positions | None, metrics: SelfMetrics,
                  follow: bool = True, clock: Callable[[], int] = time.time_ns):
         self.job = job
@@ -237,7 +235,8 @@ class FileSource:
         self.clock = clock
         self.targets = [Target(s.labels) for s in job.config.file_targets()]
         self.limit = LineLimit(opts.max_line_size, opts.truncate)
-        job.relabel = FilenameAfterRelabel(job.relabel)
+        if not isinstance(job.relabel, FilenameAfterRelabel):  # a job read again (bench) is wrapped once
+            job.relabel = FilenameAfterRelabel(job.relabel)
         self._files: dict[tuple[int, int], Followed] = {}
         self._saved = self._saved_positions()
         self._ending: set[str] = set()
