@@ -131,7 +131,7 @@ def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str
 
     from logpipe.config.schema import ClientConfig
     from logpipe.positions import AckTracker
-    from logpipe.sinks.loki import LokiClient, Push, encode
+    from logpipe.sinks.loki import LokiClient, Pending, encode
 
     name = f"{job.name} ({len(job.pipeline.stages)} stages)"
     # the receiver reads nothing: decoding on the other core would slow this one (shared caches)
@@ -158,11 +158,13 @@ def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str
                 break
 
         def encode_only() -> tuple[int, int]:
-            pushes: dict[str, Push] = {}
-            for batch in kept:
-                client.group(pushes, batch)
-            for push in pushes.values():
-                encode(push, encoding, client.cfg.compression)
+            pending = Pending()
+            for i, batch in enumerate(kept):
+                pending.add(batch)
+                if pending.size >= client.cfg.batchsize or i == len(kept) - 1:  # as the client cuts them
+                    for push in client.pushes(pending):
+                        encode(push, encoding, client.cfg.compression)
+                    pending = Pending()
             n = sum(map(len, kept))
             return n, n
 

@@ -1,7 +1,7 @@
 """The `timestamp` stage: set the entry's time from an extracted value.
 
-A column of RFC 3339 times in UTC (`…Z`, what most JSON loggers write) is parsed in one call
-to numpy's ISO 8601 parser. Otherwise each distinct string is parsed once per batch (values
+A column of RFC 3339 times in UTC (`…Z`, what most JSON loggers write) is parsed with numpy,
+a field at a time for the whole column. Otherwise each distinct string is parsed once per batch (values
 repeat: every line of a second shares its text up to the fraction), RFC 3339 forms through a
 regex fast path.
 """
@@ -24,8 +24,6 @@ from logpipe.pipeline.values import go_string
 
 UNIX_FORMATS = ("Unix", "UnixMs", "UnixUs", "UnixNs")
 FUDGE_CACHE_SIZE = 10_000  # Promtail keeps the last known timestamp of this many streams
-# what numpy's parser reads exactly as Go's RFC3339 layout does: in range, UTC, at most 9 digits
-_RFC3339_UTC = re.compile(r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?Z")
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:[.,](\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -82,15 +80,70 @@ def make_parser(fmt: str, tz: Any, clock: Callable[[], float]) -> Callable[[str]
     return lambda s: layout.parse(s, tz, datetime.fromtimestamp(clock(), tz or timezone.utc)).unix_ns
 
 
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
 def rfc3339_utc_column(texts: list[Any]) -> list[int] | None:
-    """Unix nanoseconds of a whole column of RFC 3339 UTC times, or None if any is not one."""
-    match = _RFC3339_UTC.fullmatch
-    if not all(type(t) is str and match(t) for t in texts):
-        return None
+    """Unix nanoseconds of a whole column of RFC 3339 UTC times, or None if any is not one.
+
+    The texts of each length are laid side by side as a matrix of bytes, one row per time:
+    every check and every field is then a column operation."""
+    if not texts:
+        return []
     try:
-        return np.array([t[:-1] for t in texts], dtype="datetime64[ns]").astype(np.int64).tolist()
-    except ValueError:  # a day the month does not have
+        raw = np.frombuffer("".join(texts).encode("ascii"), np.uint8)
+    except (TypeError, UnicodeEncodeError):  # not all text, or not all ASCII
         return None
+    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
+    if (lengths == lengths[0]).all():
+        ns = _utc_times(raw.reshape(len(texts), int(lengths[0])))
+        return None if ns is None else ns.tolist()
+    out = np.empty(len(texts), np.int64)
+    starts = np.cumsum(lengths) - lengths
+    for width in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == width)
+        ns = _utc_times(raw[starts[rows, None] + np.arange(width)])
+        if ns is None:
+            return None
+        out[rows] = ns
+    return out.tolist()
+
+
+def _utc_times(b: np.ndarray) -> np.ndarray | None:
+    """Rows of ASCII `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, as Go's RFC3339 reads them (in range,
+    at most 9 digits of fraction); None if any is not."""
+    width = b.shape[1]
+    digits = width - 21 if width > 20 else 0
+    if not (width == 20 or 1 <= digits <= 9):
+        return None
+    seps = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: "." if digits else "Z", width - 1: "Z"}
+    if not (b[:, list(seps)] == np.frombuffer("".join(seps.values()).encode(), np.uint8)).all():
+        return None
+    number_cols = [c for c in range(width - 1) if c not in seps]
+    if ((b[:, number_cols] - ord("0")) > 9).any():  # uint8: what is below "0" wraps around
+        return None
+
+    def number(start: int, n: int) -> np.ndarray:
+        v = b[:, start] - np.int64(ord("0"))
+        for c in range(start + 1, start + n):
+            v = v * 10 + (b[:, c] - np.int64(ord("0")))
+        return v
+
+    year, month, day = number(0, 4), number(5, 2), number(8, 2)
+    hour, minute, second = number(11, 2), number(14, 2), number(17, 2)
+    frac = number(20, digits) * 10 ** (9 - digits) if digits else 0
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    month_ok = (month >= 1) & (month <= 12)
+    days_in_month = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
+    if not (month_ok.all() and ((day >= 1) & (day <= days_in_month)).all() and (hour <= 23).all()
+            and (minute <= 59).all() and (second <= 59).all() and ((year > 1678) & (year < 2262)).all()):
+        return None  # out of range, or beyond what int64 nanoseconds hold
+    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    y = year - (month <= 2)
+    era, yoe = np.divmod(y, 400)
+    doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return ((days * 86400 + hour * 3600 + minute * 60 + second) * 1_000_000_000) + frac
 
 
 class TimestampStage(Stage):
@@ -115,9 +168,9 @@ class TimestampStage(Stage):
     def process(self, batch: Batch) -> Batch:
         col = batch.field(self.source)
         n = len(batch)
-        texts = [go_string(v) for v in col] if col is not None else [None] * n
-        stamps: list[int | None] | None = rfc3339_utc_column(texts) if self.utc_column else None  # type: ignore[assignment]
+        stamps: list[int | None] | None = rfc3339_utc_column(col) if self.utc_column and col else None  # type: ignore[assignment]
         if stamps is None:
+            texts = [go_string(v) for v in col] if col is not None else [None] * n
             parsed: dict[str | None, int | None] = {None: None}
             for t in texts:
                 if t not in parsed:

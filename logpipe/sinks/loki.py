@@ -14,10 +14,10 @@ import random
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
-from itertools import repeat
+from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlparse
 
 import cramjam
@@ -48,21 +48,42 @@ def label_string(labels: dict[str, str]) -> str:
 
 
 @dataclass
-class Stream:
-    """One stream's entries in a push, as columns."""
-
-    labels: dict[str, str]
-    ts: list[int] = field(default_factory=list)
-    lines: list[str] = field(default_factory=list)
-    metadata: list[dict[str, str] | None] | None = None  # None: no entry has any
-
-
-@dataclass
 class Push:
-    """One request's worth of entries for one tenant, grouped by stream (by label text)."""
+    """One request's worth of entries for one tenant, as columns, stream after stream."""
 
     tenant: str
-    streams: dict[str, Stream] = field(default_factory=dict)
+    streams: list[tuple[str, dict[str, str], int]]  # label text, labels, number of entries
+    ts: np.ndarray
+    lines: list[str]
+    metadata: list[dict[str, str] | None] | None = None  # None: no entry has any
+    size: int = 0  # characters of the lines
+
+
+class Pending:
+    """What a client has batched so far: the entries in arrival order, as columns, and the
+    tickets they complete."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.ts: list[int] = []
+        self.labels: list[LabelSet] = []
+        self.metadata: list[dict[str, str] | None] | None = None
+        self.tickets: list[tuple[Ticket, int]] = []
+        self.size = 0
+        self.started = time.monotonic()
+
+    def add(self, batch: Batch) -> None:
+        md = batch.metadata
+        if md:
+            if self.metadata is None:
+                self.metadata = [None] * len(self.lines)
+            self.metadata += [{k: v for k, v in zip(md, row) if v is not None} or None for row in zip(*md.values())]
+        elif self.metadata is not None:
+            self.metadata += [None] * len(batch)
+        self.lines += batch.lines
+        self.ts += batch.ts
+        self.labels += batch.labels
+        self.size += sum(map(len, batch.lines))
 
 
 class SinkMetrics:
@@ -88,15 +109,16 @@ class SinkMetrics:
 
 
 def encode_protobuf(push: Push) -> bytes:
-    if not any(st.metadata for st in push.streams.values()):
-        raw = push_request([(text, st.ts, st.lines) for text, st in push.streams.items()])
+    if not push.metadata or not any(push.metadata):
+        raw = push_request([text for text, _, _ in push.streams], [n for *_, n in push.streams], push.ts, push.lines)
     else:  # structured metadata: through the protobuf runtime
         req = push_pb2.PushRequest()
-        for text, st in push.streams.items():
+        rows = zip(push.ts.tolist(), push.lines, push.metadata)
+        for text, _, n in push.streams:
             stream = req.streams.add()
             stream.labels = text
             add = stream.entries.add
-            for ts, line, md in zip(st.ts, st.lines, st.metadata or repeat(None)):
+            for ts, line, md in islice(rows, n):
                 e = add(line=line)
                 t = e.timestamp
                 t.seconds, t.nanos = divmod(ts, 1_000_000_000)
@@ -108,14 +130,13 @@ def encode_protobuf(push: Push) -> bytes:
 
 
 def encode_json(push: Push) -> bytes:
-    streams = []
-    for st in push.streams.values():
-        if st.metadata:
-            values: Any = [[str(ts), line, md] if md else [str(ts), line]
-                           for ts, line, md in zip(st.ts, st.lines, st.metadata)]
-        else:
-            values = list(zip(map(str, st.ts), st.lines))
-        streams.append({"stream": st.labels, "values": values})
+    stamps = map(str, push.ts.tolist())
+    values: Iterator[Any]
+    if push.metadata and any(push.metadata):
+        values = ([ts, line, md] if md else [ts, line] for ts, line, md in zip(stamps, push.lines, push.metadata))
+    else:
+        values = zip(stamps, push.lines)
+    streams = [{"stream": labels, "values": list(islice(values, n))} for _, labels, n in push.streams]
     return orjson.dumps({"streams": streams})
 
 
@@ -161,10 +182,7 @@ class LokiClient:
         self.external = dict(cfg.external_labels)
         self._streams: dict[LabelSet, tuple[str, str, dict[str, str]]] = {}  # -> (tenant, text, labels)
         self._lock = threading.Lock()  # guards what is being batched: several sources send at once
-        self._pushes: dict[str, Push] = {}
-        self._tickets: list[tuple[Ticket, int]] = []
-        self._size = 0
-        self._started = 0.0
+        self._pending = Pending()
         self._stop = threading.Event()
         self._healthy = True
         self._last_error = ""
@@ -207,11 +225,11 @@ class LokiClient:
         the queue is full (back-pressure: the caller reads no further)."""
         self.m.pending.labels(self.host).inc(len(batch))
         with self._lock:
-            if not self._tickets:
-                self._started = time.monotonic()
-            self._size += self.group(self._pushes, batch)
-            self._tickets.append((ticket, len(batch)))
-            out = self._take() if self._size >= self.cfg.batchsize else None
+            if not self._pending.tickets:
+                self._pending.started = time.monotonic()
+            self._pending.add(batch)
+            self._pending.tickets.append((ticket, len(batch)))
+            out = self._take() if self._pending.size >= self.cfg.batchsize else None
         if out is not None:
             self._put(out)
 
@@ -243,61 +261,47 @@ class LokiClient:
             found = self._streams[ls] = (tenant, label_string(labels), labels)
         return found
 
-    def group(self, pushes: dict[str, Push], batch: Batch) -> int:
-        """Add the batch's entries to the pushes of their tenants, per stream; returns the
-        size of the lines added."""
-        n = len(batch)
+    def pushes(self, pending: Pending) -> list[Push]:
+        """The pending entries as one push per tenant, grouped per stream, each stream's
+        entries in the order they came."""
+        n = len(pending.lines)
         if not n:
-            return 0
-        md = batch.metadata
-        md_rows = [{k: v for k, v in zip(md, row) if v is not None} or None for row in zip(*md.values())] if md else None
-        ids = np.fromiter(map(id, batch.labels), np.int64, n)  # label sets are interned
-        if (ids == ids[0]).all():
-            groups: list[Any] = [(batch.labels[0], None)]
-        else:  # entries of one label set together, in their order
-            order = np.argsort(ids, kind="stable")
-            cuts = np.flatnonzero(np.diff(ids[order])) + 1
-            groups = [(batch.labels[idx[0]], idx) for idx in np.split(order, cuts)]
-            lines = np.array(batch.lines, dtype=object)
-            stamps = np.array(batch.ts, dtype=np.int64)
-        for ls, idx in groups:
-            tenant, text, labels = self._stream(ls)
-            push = pushes.get(tenant)
-            if push is None:
-                push = pushes[tenant] = Push(tenant)
-            st = push.streams.get(text)
-            if st is None:
-                st = push.streams[text] = Stream(labels)
-            if md_rows is not None and st.metadata is None:
-                st.metadata = [None] * len(st.ts)
-            if idx is None:
-                st.ts += batch.ts
-                st.lines += batch.lines
-                if st.metadata is not None:
-                    st.metadata += md_rows or [None] * n
-            else:
-                st.ts += stamps[idx].tolist()
-                st.lines += lines[idx].tolist()
-                if st.metadata is not None:
-                    st.metadata += [md_rows[i] for i in idx.tolist()] if md_rows else [None] * len(idx)
-        return sum(map(len, batch.lines))
+            return []
+        ids = np.fromiter(map(id, pending.labels), np.int64, n)  # label sets are interned
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        bounds = np.flatnonzero(np.diff(ids, prepend=ids[0] - 1, append=ids[-1] + 1)).tolist()
+        tenants: dict[str, dict[str, tuple[dict[str, str], list[np.ndarray]]]] = {}
+        for start, end in zip(bounds, bounds[1:]):
+            tenant, text, labels = self._stream(pending.labels[int(order[start])])
+            tenants.setdefault(tenant, {}).setdefault(text, (labels, []))[1].append(order[start:end])
+        lines = np.array(pending.lines, dtype=object)
+        ts = np.array(pending.ts, np.int64)
+        out = []
+        for tenant, by_text in tenants.items():
+            # label sets that differ only in what Loki never sees share a stream, in arrival order
+            runs = [np.sort(np.concatenate(r)) if len(r) > 1 else r[0] for _, r in by_text.values()]
+            idx = np.concatenate(runs)
+            streams = [(text, labels, len(r)) for (text, (labels, _)), r in zip(by_text.items(), runs)]
+            push_lines = lines[idx].tolist()
+            size = pending.size if len(tenants) == 1 else sum(map(len, push_lines))
+            metadata = [pending.metadata[i] for i in idx.tolist()] if pending.metadata else None
+            out.append(Push(tenant, streams, ts[idx], push_lines, metadata, size))
+        return out
 
     def _take(self) -> Outgoing | None:
         """Encode what is batched (the lock is held) and start a new batch."""
-        if not self._tickets:
+        pending = self._pending
+        if not pending.tickets:
             return None
-        requests = [self._encode(push) for push in self._pushes.values()]
-        out = Outgoing(requests, self._tickets)
-        self._pushes, self._tickets, self._size = {}, [], 0
-        return out
+        self._pending = Pending()
+        return Outgoing([self._encode(push) for push in self.pushes(pending)], pending.tickets)
 
     def _encode(self, push: Push) -> Request:
         body, headers = encode(push, self.cfg.encoding, self.cfg.compression)
         if push.tenant:
             headers["X-Scope-OrgID"] = push.tenant
-        entries = sum(len(st.ts) for st in push.streams.values())
-        size = sum(sum(map(len, st.lines)) for st in push.streams.values())
-        return Request(push.tenant, entries, size, body, headers)
+        return Request(push.tenant, len(push.lines), push.size, body, headers)
 
     def _put(self, out: Outgoing) -> None:
         while not self._stop.is_set():
@@ -318,7 +322,7 @@ class LokiClient:
                 out, closing = None, False
             if out is None:
                 with self._lock:  # a batch that waited batchwait goes out even if small
-                    if closing or time.monotonic() - self._started >= self.cfg.batchwait:
+                    if closing or time.monotonic() - self._pending.started >= self.cfg.batchwait:
                         out = self._take()
             if out is not None and not self._deliver_all(out):
                 return  # stopped while retrying: what was not acknowledged is read again
