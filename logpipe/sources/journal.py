@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+import numpy as np
 import orjson
 
 from logpipe.batch import Batch, LabelSet
@@ -232,7 +233,7 @@ class JournalSource:
                 self._bytes.inc(sum(map(len, raws)))
                 if bad:
                     self._bad.inc(bad)
-                ts = [t * 1000 for t in stamps]
+                ts = (np.array(stamps, np.int64) * 1000).tolist()  # µs to ns
                 self.position, self.last_ts = cursor, ts[-1]
                 yield Batch(lines, ts, list(map(label_sets.__getitem__, keys)), ack={self.key: cursor})
                 raws, stamps, keys = [], [], []
@@ -245,13 +246,12 @@ class JournalSource:
 
 
 def _decode(raws: list[bytes]) -> tuple[list[str], int]:
-    """Decode a batch of messages with one call when no message holds a newline."""
-    joined = b"\n".join(raws)
-    if joined.count(b"\n") == len(raws) - 1:
-        try:
-            return joined.decode("utf-8").split("\n"), 0
-        except UnicodeDecodeError:
-            pass
+    """Decode a batch of messages; only a batch holding one that is not UTF-8 is decoded
+    message by message, with U+FFFD for what is not."""
+    try:
+        return list(map(bytes.decode, raws)), 0
+    except UnicodeDecodeError:
+        pass
     lines, bad = [], 0
     for raw in raws:
         try:
