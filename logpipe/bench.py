@@ -160,7 +160,7 @@ def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str
         def encode_only() -> tuple[int, int]:
             pending = Pending()
             for i, batch in enumerate(kept):
-                pending.add(batch)
+                pending.add(batch, tracker.ticket("bench", None, 1))
                 if pending.size >= client.cfg.batchsize or i == len(kept) - 1:  # as the client cuts them
                     for push in client.pushes(pending):
                         encode(push, encoding, client.cfg.compression)

@@ -70,9 +70,12 @@ class Pending:
         self.metadata: list[dict[str, str] | None] | None = None
         self.tickets: list[tuple[Ticket, int]] = []
         self.size = 0
-        self.started = time.monotonic()
+        self.started = 0.0  # when the first entry came: batchwait counts from it
 
-    def add(self, batch: Batch) -> None:
+    def add(self, batch: Batch, ticket: Ticket) -> None:
+        if not self.tickets:
+            self.started = time.monotonic()
+        self.tickets.append((ticket, len(batch)))
         md = batch.metadata
         if md:
             if self.metadata is None:
@@ -225,10 +228,7 @@ class LokiClient:
         the queue is full (back-pressure: the caller reads no further)."""
         self.m.pending.labels(self.host).inc(len(batch))
         with self._lock:
-            if not self._pending.tickets:
-                self._pending.started = time.monotonic()
-            self._pending.add(batch)
-            self._pending.tickets.append((ticket, len(batch)))
+            self._pending.add(batch, ticket)
             out = self._take() if self._pending.size >= self.cfg.batchsize else None
         if out is not None:
             self._put(out)

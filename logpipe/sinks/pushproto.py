@@ -51,7 +51,7 @@ def _headers(fields: list[tuple[int, np.ndarray, np.ndarray | None]], n: int) ->
         k = _varint_len(v)
         layout.append((tag, v, k, present, int(k.max(initial=0)) if present is None or present.any() else 0))
     width = sum(1 + size for *_, size in layout) + 1
-    rows = np.empty((n, width), np.uint16)
+    rows = np.empty((n, width), "<u2")  # read back as UTF-16-LE
     keep = np.empty((n, width), np.bool_)
     col = 0
     for tag, v, k, present, size in layout:
