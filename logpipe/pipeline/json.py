@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Callable
 
 import jmespath
@@ -97,7 +98,7 @@ class JsonStage(Stage):
         for name, get in self.getters.items():
             if isinstance(get, str):
                 if all_ok:
-                    values = [d.get(get) for d in docs]
+                    values = list(map(dict.get, docs, repeat(get)))
                 else:
                     values = [d.get(get) if d is not None else _KEEP for d in docs]
             else:
