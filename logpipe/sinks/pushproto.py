@@ -46,9 +46,8 @@ def _headers(fields: list[tuple[int, np.ndarray, np.ndarray | None]], n: int) ->
     take; a mask keeps the bytes each row has, and the kept bytes, read row by row with a
     separator closing each row, split into the entries' headers in one call."""
     layout = []
-    for tag, values, present in fields:
+    for tag, values, k, present in fields:
         v = values.astype(np.uint64)
-        k = _varint_len(v)
         layout.append((tag, v, k, present, int(k.max(initial=0)) if present is None or present.any() else 0))
     width = sum(1 + size for *_, size in layout) + 1
     rows = np.empty((n, width), "<u2")  # read back as UTF-16-LE
@@ -80,13 +79,14 @@ def push_request(labels: Sequence[str], counts: Sequence[int], ts: np.ndarray, l
     sec_n, nanos_n, line_n = _varint_len(sec.astype(np.uint64)), _varint_len(nanos.astype(np.uint64)), _varint_len(line_len)
     # proto3 leaves out zeros and empty strings; int64 varints are two's complement
     ts_len = np.where(sec != 0, 1 + sec_n, 0) + np.where(nanos != 0, 1 + nanos_n, 0)
-    entry_len = 1 + _varint_len(ts_len) + ts_len + np.where(line_len != 0, 1 + line_n + line_len, 0)
+    ts_len_n = _varint_len(ts_len)
+    entry_len = 1 + ts_len_n + ts_len + np.where(line_len != 0, 1 + line_n + line_len, 0)
     headers, header_len = _headers([
-        (0x12, entry_len, None),  # StreamAdapter.entries
-        (0x0A, ts_len, None),  # EntryAdapter.timestamp
-        (0x08, sec, sec != 0),  # Timestamp.seconds
-        (0x10, nanos, nanos != 0),  # Timestamp.nanos
-        (0x12, line_len, line_len != 0),  # EntryAdapter.line
+        (0x12, entry_len, _varint_len(entry_len), None),  # StreamAdapter.entries
+        (0x0A, ts_len, ts_len_n, None),  # EntryAdapter.timestamp
+        (0x08, sec, sec_n, sec != 0),  # Timestamp.seconds
+        (0x10, nanos, nanos_n, nanos != 0),  # Timestamp.nanos
+        (0x12, line_len, line_n, line_len != 0),  # EntryAdapter.line
     ], total)
 
     pieces: list[str] = [""] * (2 * total)
