@@ -138,6 +138,8 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     sc = config.job(args.job) if args.job else None
     if sc is not None and sc.journal is not None:
         agent.add_journal(sc, follow=False)  # the journal from max_age to its end, then exit
+    elif sc is not None and sc.file_targets():
+        agent.add_files(sc, follow=False)  # the job's files to their end, then exit
     else:
         agent.add_stdin(sys.stdin.buffer, args.job, args.clock)
     on_signals()

@@ -163,7 +163,8 @@ class AckTracker:
                 head = q.popleft()
                 if head.ack:
                     commit.update(head.ack)
-            if not q:
+            if not q:  # a file rotated away or deleted leaves no queue behind
+                del self._pending[t.stream]
                 self._idle.notify_all()
         if commit and self.positions is not None:
             self.positions.update(commit)

@@ -92,6 +92,23 @@ def test_dry_run_named_job_and_unknown_job(write):
     assert r.returncode == 1 and b"no scrape config with job_name 'nope'" in r.stderr
 
 
+def test_dry_run_of_a_file_job_reads_its_files_not_stdin(write, tmp_path):
+    log = tmp_path / "app.log"
+    log.write_text("one\ntwo\nthree\n")
+    p = write("files.yaml", f"""\
+server: {{http_listen_port: 0}}
+scrape_configs:
+  - job_name: files
+    static_configs:
+      - labels: {{job: app, __path__: "{tmp_path}/*.log"}}
+""")
+    r = run_cli("dry-run", "--config", str(p), "--job", "files", input="from stdin\n", timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["line"] for e in out] == ["one", "two", "three"]
+    assert out[0]["labels"] == {"job": "app", "filename": str(log)}
+
+
 def test_invalid_utf8_passes_on_with_replacement(write):
     p = write("ok.yaml", CONFIG)
     r = run_cli("dry-run", "--config", str(p), input=b"ok\nbad \xff\xfe bytes\n")
