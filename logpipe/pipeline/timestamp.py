@@ -1,7 +1,7 @@
 """The `timestamp` stage: set the entry's time from an extracted value.
 
-A column of RFC 3339 times in UTC (`…Z`, what most JSON loggers write) is parsed with numpy,
-a field at a time for the whole column. Otherwise each distinct string is parsed once per batch (values
+A column of RFC 3339 times in UTC (`…Z`, what most JSON loggers write) is parsed with numpy
+for the whole column at once. Otherwise each distinct string is parsed once per batch (values
 repeat: every line of a second shares its text up to the fraction), RFC 3339 forms through a
 regex fast path.
 """
