@@ -158,7 +158,7 @@ class LokiReceiver:
                 continue
             if "service_name" not in labels:
                 labels["service_name"] = next((labels[k] for k in _SERVICE_FROM if labels.get(k)), "unknown_service")
-            shown = _show(labels)
+            shown = label_string(labels)
             if len(labels) > self.limits.max_label_names:
                 errors.append(f"entry for stream '{shown}' has {len(labels)} label names; limit {self.limits.max_label_names}")
                 continue
@@ -241,10 +241,6 @@ def parse_labels(text: str) -> dict[str, str]:
         out[name] = orjson.loads(f'"{m.group(2)}"')
         pos = m.end()
     return out
-
-
-def _show(labels: dict[str, str]) -> str:
-    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
 def main() -> None:

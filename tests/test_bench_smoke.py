@@ -16,7 +16,8 @@ def test_every_bench_case_runs_on_a_small_input(tmp_path):
     cases = ["A", "B", "D", "litellm", "nginx", "loki", "file"]
     if JOURNAL_REMOTE and shutil.which("journalctl"):
         cases += ["C", "journal"]
-    r = subprocess.run([sys.executable, str(RUN), "--lines", "3000", "--block", "2", "--data", str(tmp_path), "--cases", ",".join(cases)],
+    r = subprocess.run([sys.executable, str(RUN), "--lines", "3000", "--block", "2", "--data", str(tmp_path), "--cases", ",".join(cases),
+                        "--repeat", "2"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for case in ("A", "B") + (("C",) if "C" in cases else ()):

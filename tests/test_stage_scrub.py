@@ -60,6 +60,15 @@ def test_prefilter_finds_what_every_rule_over_every_entry_finds(variant):
     assert got == want and fast == slow and sum(fast.values()) >= len(SECRETS) / 2
 
 
+@pytest.mark.parametrize("first", ["plain first entry", "separator\x1d in the first entry"])
+def test_an_anchored_rule_masks_every_entry_it_starts(first):
+    """A rule anchored at the entry's start finds it in any entry of the batch, whether or not
+    the batch can be prefiltered (\x1d keeps it from that)."""
+    stages = "- scrub: {rules: [], extra: [{id: tok, regex: '^tok-(\\w+)$', group: '1'}]}"
+    r = run_pipeline(stages, [first, "tok-abc123", "not tok-xyz"])
+    assert r.lines == [first, "tok-<REDACTED:tok>", "not tok-xyz"]
+
+
 def _scrubbed(r) -> dict[str, float]:
     return {s.labels["rule"]: s.value for fam in r.metrics.registry.collect() if fam.name == "logpipe_scrubbed"
             for s in fam.samples if s.name.endswith("_total")}

@@ -257,6 +257,9 @@ class Scrubber:
         self.replacement = replacement
         self.marker = replacement.split("{id}")[0] or replacement
         self.prefilter = Prefilter(rules) if prefilter else None  # None: every rule over every entry
+        # A rule the prefilter does not cover is tried once over the joined batch first; an
+        # anchored one cannot be, since the batch's ends are not each entry's.
+        self.gated = [prefilter and not _anchored(r.regex.pattern) for r in rules]
 
     def _rejects(self, rule: Rule, secret: str) -> bool:
         if not secret:
@@ -314,17 +317,23 @@ class Scrubber:
         for i, rule in enumerate(self.rules):
             if candidates is not None and i in self.prefilter.covered:  # type: ignore[union-attr]
                 entries: Any = candidates.get(i, ())
-            else:  # not prefiltered: entry by entry, if it matches anywhere in the batch
-                if rule.lowercase and lower is None:
-                    lower = text.lower()
-                if rule.regex.search(lower if rule.lowercase else text) is None:
-                    continue
+            else:  # not prefiltered: entry by entry, if it can match anywhere in the batch
+                if self.gated[i]:
+                    if rule.lowercase and lower is None:
+                        lower = text.lower()
+                    if rule.regex.search(lower if rule.lowercase else text) is None:
+                        continue
                 entries = range(len(texts))
             for j in entries:
                 texts[j], n = self._mask(rule, texts[j])
                 if n:
                     counts[rule.id] += n
         return texts
+
+
+def _anchored(pattern: str) -> bool:
+    """Whether a pattern uses anchors, which mean one entry's ends, not the joined batch's."""
+    return bool(re.search(r"(?<!\\)[\^$]|\\[AZz]", pattern.replace("[^", "[")))
 
 
 class ScrubStage(Stage):

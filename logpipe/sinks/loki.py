@@ -112,7 +112,7 @@ class SinkMetrics:
 
 
 def encode_protobuf(push: Push) -> bytes:
-    if not push.metadata or not any(push.metadata):
+    if not push.metadata:
         raw = push_request([text for text, _, _ in push.streams], [n for *_, n in push.streams], push.ts, push.lines)
     else:  # structured metadata: through the protobuf runtime
         req = push_pb2.PushRequest()
@@ -135,7 +135,7 @@ def encode_protobuf(push: Push) -> bytes:
 def encode_json(push: Push) -> bytes:
     stamps = map(str, push.ts.tolist())
     values: Iterator[Any]
-    if push.metadata and any(push.metadata):
+    if push.metadata:
         values = ([ts, line, md] if md else [ts, line] for ts, line, md in zip(stamps, push.lines, push.metadata))
     else:
         values = zip(stamps, push.lines)
@@ -285,8 +285,8 @@ class LokiClient:
             streams = [(text, labels, len(r)) for (text, (labels, _)), r in zip(by_text.items(), runs)]
             push_lines = lines[idx].tolist()
             size = pending.size if len(tenants) == 1 else sum(map(len, push_lines))
-            metadata = [pending.metadata[i] for i in idx.tolist()] if pending.metadata else None
-            out.append(Push(tenant, streams, ts[idx], push_lines, metadata, size))
+            metadata = [pending.metadata[i] for i in idx.tolist()] if pending.metadata else []
+            out.append(Push(tenant, streams, ts[idx], push_lines, metadata if any(metadata) else None, size))
         return out
 
     def _take(self) -> Outgoing | None:

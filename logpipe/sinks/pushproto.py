@@ -38,9 +38,10 @@ def _varint_len(v: np.ndarray) -> np.ndarray:
     return n
 
 
-def _headers(fields: list[tuple[int, np.ndarray, np.ndarray | None]], n: int) -> tuple[list[str], np.ndarray]:
-    """Each entry's header: for each `(tag, values, present)` (present None: always) the tag
-    byte and the value as a varint, as one str of Latin-1 characters per entry.
+def _headers(fields: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]], n: int) -> tuple[list[str], np.ndarray]:
+    """Each entry's header, as one str of Latin-1 characters per entry, and its length: for
+    each `(tag, values, their varint lengths, present)` (present None: always) the tag byte
+    and the value as a varint.
 
     The headers are laid out as a matrix, a row per entry and a column per byte a field may
     take; a mask keeps the bytes each row has, and the kept bytes, read row by row with a

@@ -159,14 +159,18 @@ class LineLimit:
             return lines
         out = []
         for line in lines:
-            if len(line) * 4 > limit and len(raw := line.encode("utf-8", "surrogatepass")) > limit:
+            if len(line) * 4 > limit and len(line.encode("utf-8", "surrogatepass")) > limit:
                 if not self.truncate:
                     counts.dropped += 1
                     continue
                 counts.truncated += 1
-                line = raw[:limit].decode("utf-8", "ignore")  # never half a character
+                line = self.cut(line)
             out.append(line)
         return out
+
+    def cut(self, line: str) -> str:
+        """The line's first `max` UTF-8 bytes, never half a character."""
+        return line.encode("utf-8", "surrogatepass")[: self.max].decode("utf-8", "ignore")
 
 
 class Counts:
@@ -360,9 +364,8 @@ class FileTail:
         if not self.limit.truncate:
             self.counts.dropped += 1
             return []
-        line = self._decode_one(head)
         self.counts.truncated += 1
-        return [line.encode("utf-8", "surrogatepass")[: self.limit.max].decode("utf-8", "ignore")]
+        return [self.limit.cut(self._decode_one(head))]
 
     def _decode_one(self, data: bytes) -> str:
         assert self.framing is not None
