@@ -42,7 +42,7 @@ def batch(lines, labels=None, start=NOW_NS):
 @pytest.mark.parametrize("options", [{"encoding": "protobuf"}, {"encoding": "json"},
                                      {"encoding": "json", "compression": "none"}])
 def test_round_trip(receiver, options):
-    c, _ = client(receiver, external_labels="{host: node-1}", **options)
+    c, metrics = client(receiver, external_labels="{host: node-1}", **options)
     lines = ["plain", "ünïcødé ✓ 日本語 🚀", 'quotes " and \\ backslash', "tab\tand newline\nin one entry"]
     b = batch(lines, {"job": "t", "level": "", "__tenant_id__": "team-a", "__internal": "x"})
     b.metadata_column("trace_id")[1] = "abc123"
@@ -56,6 +56,9 @@ def test_round_trip(receiver, options):
     assert got[1].metadata == {"trace_id": "abc123"} and got[0].metadata == {}
     assert {e.tenant for e in got} == {"team-a"}
     assert tracker.pending() == 0
+    sent = {name: metrics.registry.get_sample_value(f"logpipe_sent_{name}_total", {"host": c.host})
+            for name in ("entries", "bytes")}
+    assert sent == {"entries": 4, "bytes": sum(len(line.encode()) for line in lines)}  # bytes, as Loki counts them
     req = receiver.requests[0]
     assert req["content_type"] == ("application/x-protobuf" if options["encoding"] == "protobuf" else "application/json")
     assert req["encoding"] == ("gzip" if options.get("compression", "gzip") == "gzip" and options["encoding"] == "json" else None)
@@ -239,7 +242,7 @@ def test_the_batch_protobuf_encoder_equals_the_protobuf_runtime():
     import numpy as np
 
     from logpipe.sinks.proto import push_pb2
-    from logpipe.sinks.pushproto import push_request
+    from logpipe.sinks.pushproto import push_request, utf8_sizes
 
     rnd = random.Random(5)
     for _ in range(100):
@@ -258,5 +261,6 @@ def test_the_batch_protobuf_encoder_equals_the_protobuf_runtime():
                 e.timestamp.seconds, e.timestamp.nanos = divmod(t, 1_000_000_000)
         flat_ts = np.array([t for _, ts, _ in streams for t in ts], np.int64)
         flat_lines = [line for _, _, lines in streams for line in lines]
-        raw = push_request([s[0] for s in streams], [len(s[1]) for s in streams], flat_ts, flat_lines)
+        raw = push_request([s[0] for s in streams], [len(s[1]) for s in streams], flat_ts, flat_lines,
+                           *utf8_sizes(flat_lines))
         assert raw == req.SerializeToString()

@@ -45,6 +45,23 @@ def test_drop_malformed():
     assert r.counter("logpipe_dropped_entries_total", reason="malformed_json") == 1
 
 
+@pytest.mark.parametrize("drop", [False, True])
+def test_a_large_batch_with_bad_lines_here_and_there(drop):
+    """Hundreds of entries in one batch, bad ones scattered: each entry gets its own values
+    (a bad one keeps what an earlier stage extracted), and bad ones are counted or dropped."""
+    lines = [f'{{"a": "v{i}", "n": {{"k": {i}}}}}' if i % 37 else f"text{i}" for i in range(300)]
+    stages = ("- regex: {expression: '^(?P<a>text\\d+)'}\n"
+              f"- json: {{expressions: {{a: a, k: n.k}}, drop_malformed: {str(drop).lower()}}}")
+    r = run_pipeline(stages, lines)
+    bad = [i for i in range(300) if i % 37 == 0]
+    expect = [{"a": f"v{i}", "k": i} if i % 37 else {"a": f"text{i}"} for i in range(300) if not (drop and i in bad)]
+    assert r.extracted == expect
+    assert r.lines == [line for i, line in enumerate(lines) if not (drop and i in bad)]
+    assert r.counter("logpipe_stage_errors_total", stage="json", reason="malformed") == len(bad)
+    if drop:
+        assert r.counter("logpipe_dropped_entries_total", reason="malformed_json") == len(bad)
+
+
 def test_source_absent_skips_the_entry():
     r = run_pipeline("- json: {expressions: {a: a}, source: nope, drop_malformed: true}", ["whatever"])
     assert r.lines == ["whatever"] and r.extracted == [{}]

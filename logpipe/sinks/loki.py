@@ -30,7 +30,7 @@ from logpipe.batch import Batch, LabelSet
 from logpipe.config.schema import ClientConfig
 from logpipe.positions import Ticket
 from logpipe.sinks.proto import push_pb2
-from logpipe.sinks.pushproto import push_request
+from logpipe.sinks.pushproto import push_request, utf8_sizes
 from logpipe.telemetry import SelfMetrics
 
 log = logging.getLogger("logpipe.loki")
@@ -55,8 +55,9 @@ class Push:
     streams: list[tuple[str, dict[str, str], int]]  # label text, labels, number of entries
     ts: np.ndarray
     lines: list[str]
+    sizes: np.ndarray  # of the lines, in UTF-8 bytes
+    ascii: bool  # every line is ASCII
     metadata: list[dict[str, str] | None] | None = None  # None: no entry has any
-    size: int = 0  # characters of the lines
 
 
 class Pending:
@@ -69,6 +70,8 @@ class Pending:
         self.labels: list[LabelSet] = []
         self.metadata: list[dict[str, str] | None] | None = None
         self.tickets: list[tuple[Ticket, int]] = []
+        self.sizes: list[np.ndarray] = []  # per batch: its lines' sizes in UTF-8 bytes
+        self.ascii = True
         self.size = 0
         self.started = 0.0  # when the first entry came: batchwait counts from it
 
@@ -86,7 +89,10 @@ class Pending:
         self.lines += batch.lines
         self.ts += batch.ts
         self.labels += batch.labels
-        self.size += sum(map(len, batch.lines))
+        sizes, ascii = utf8_sizes(batch.lines)
+        self.sizes.append(sizes)
+        self.ascii = self.ascii and ascii
+        self.size += int(sizes.sum())
 
 
 class SinkMetrics:
@@ -113,7 +119,8 @@ class SinkMetrics:
 
 def encode_protobuf(push: Push) -> bytes:
     if not push.metadata:
-        raw = push_request([text for text, _, _ in push.streams], [n for *_, n in push.streams], push.ts, push.lines)
+        raw = push_request([text for text, _, _ in push.streams], [n for *_, n in push.streams], push.ts, push.lines,
+                           push.sizes, push.ascii)
     else:  # structured metadata: through the protobuf runtime
         req = push_pb2.PushRequest()
         rows = zip(push.ts.tolist(), push.lines, push.metadata)
@@ -277,16 +284,16 @@ class LokiClient:
             tenants.setdefault(tenant, {}).setdefault(text, (labels, []))[1].append(order[start:end])
         lines = np.array(pending.lines, dtype=object)
         ts = np.array(pending.ts, np.int64)
+        sizes = np.concatenate(pending.sizes)
         out = []
         for tenant, by_text in tenants.items():
             # label sets that differ only in what Loki never sees share a stream, in arrival order
             runs = [np.sort(np.concatenate(r)) if len(r) > 1 else r[0] for _, r in by_text.values()]
             idx = np.concatenate(runs)
             streams = [(text, labels, len(r)) for (text, (labels, _)), r in zip(by_text.items(), runs)]
-            push_lines = lines[idx].tolist()
-            size = pending.size if len(tenants) == 1 else sum(map(len, push_lines))
             metadata = [pending.metadata[i] for i in idx.tolist()] if pending.metadata else []
-            out.append(Push(tenant, streams, ts[idx], push_lines, metadata if any(metadata) else None, size))
+            out.append(Push(tenant, streams, ts[idx], lines[idx].tolist(), sizes[idx], pending.ascii,
+                            metadata if any(metadata) else None))
         return out
 
     def _take(self) -> Outgoing | None:
@@ -301,7 +308,7 @@ class LokiClient:
         body, headers = encode(push, self.cfg.encoding, self.cfg.compression)
         if push.tenant:
             headers["X-Scope-OrgID"] = push.tenant
-        return Request(push.tenant, len(push.lines), push.size, body, headers)
+        return Request(push.tenant, len(push.lines), int(push.sizes.sum()), body, headers)
 
     def _put(self, out: Outgoing) -> None:
         while not self._stop.is_set():

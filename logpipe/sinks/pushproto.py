@@ -66,42 +66,54 @@ def _headers(fields: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]
     return rows[keep].tobytes().decode("utf-16-le").split(_SEP)[:-1], keep.sum(axis=1) - 1
 
 
-def push_request(labels: Sequence[str], counts: Sequence[int], ts: np.ndarray, lines: list[str]) -> bytes:
+def utf8_sizes(lines: list[str]) -> tuple[np.ndarray, bool]:
+    """Each line's size in UTF-8 bytes, and whether every line is ASCII (then its own UTF-8).
+    Taken when a batch arrives, while its lines are still in the CPU's cache."""
+    n = len(lines)
+    if all(map(str.isascii, lines)):
+        return np.fromiter(map(len, lines), np.int64, n), True
+    return np.fromiter((len(x) if x.isascii() else len(x.encode("utf-8", "replace")) for x in lines), np.int64, n), False
+
+
+def push_request(labels: Sequence[str], counts: Sequence[int], ts: np.ndarray, lines: list[str],
+                 sizes: np.ndarray, ascii: bool) -> bytes:
     """The serialized PushRequest of streams given stream after stream: each stream's label
-    text and number of entries, and the entries' timestamps (ns) and lines."""
+    text and number of entries, and the entries' timestamps (ns), lines, and the lines'
+    `utf8_sizes`."""
     total = len(lines)
-    other = np.flatnonzero(~np.fromiter(map(str.isascii, lines), np.bool_, total)).tolist()
-    if other:  # turned into their UTF-8 bytes, as Latin-1 characters
-        lines = lines.copy()
-        for i in other:
-            lines[i] = lines[i].encode("utf-8", "replace").decode("latin-1")
-    line_len = np.fromiter(map(len, lines), np.int64, total)
+    if not ascii:  # each line as its UTF-8 bytes, one Latin-1 character per byte
+        lines = [x if x.isascii() else x.encode("utf-8", "replace").decode("latin-1") for x in lines]
     sec, nanos = np.divmod(np.asarray(ts, np.int64), 1_000_000_000)
-    sec_n, nanos_n, line_n = _varint_len(sec.astype(np.uint64)), _varint_len(nanos.astype(np.uint64)), _varint_len(line_len)
+    sec_n, nanos_n, line_n = _varint_len(sec.astype(np.uint64)), _varint_len(nanos.astype(np.uint64)), _varint_len(sizes)
     # proto3 leaves out zeros and empty strings; int64 varints are two's complement
     ts_len = np.where(sec != 0, 1 + sec_n, 0) + np.where(nanos != 0, 1 + nanos_n, 0)
     ts_len_n = _varint_len(ts_len)
-    entry_len = 1 + ts_len_n + ts_len + np.where(line_len != 0, 1 + line_n + line_len, 0)
+    entry_len = 1 + ts_len_n + ts_len + np.where(sizes != 0, 1 + line_n + sizes, 0)
     headers, header_len = _headers([
         (0x12, entry_len, _varint_len(entry_len), None),  # StreamAdapter.entries
         (0x0A, ts_len, ts_len_n, None),  # EntryAdapter.timestamp
         (0x08, sec, sec_n, sec != 0),  # Timestamp.seconds
         (0x10, nanos, nanos_n, nanos != 0),  # Timestamp.nanos
-        (0x12, line_len, line_n, line_len != 0),  # EntryAdapter.line
+        (0x12, sizes, line_n, sizes != 0),  # EntryAdapter.line
     ], total)
 
     pieces: list[str] = [""] * (2 * total)
     pieces[0::2] = headers
     pieces[1::2] = lines
-    ends = np.cumsum(header_len + line_len)
-    out = []
+    ends = np.cumsum(header_len + sizes)
+    prefix = ""  # the headers of streams without entries: they go before the next entry
     start = 0
     for text, count in zip(labels, counts):
         end = start + count
         label_bytes = text.encode()
         entries = int(ends[end - 1] - (ends[start - 1] if start else 0)) if count else 0
         head = b"\x0a" + varint(len(label_bytes)) + label_bytes
-        out.append((b"\x0a" + varint(len(head) + entries) + head).decode("latin-1"))  # PushRequest.streams
-        out += pieces[2 * start : 2 * end]
+        head = (b"\x0a" + varint(len(head) + entries) + head).decode("latin-1")  # PushRequest.streams
+        if count:
+            pieces[2 * start] = prefix + head + pieces[2 * start]
+            prefix = ""
+        else:
+            prefix += head
         start = end
-    return "".join(out).encode("latin-1")
+    pieces.append(prefix)
+    return "".join(pieces).encode("latin-1")
