@@ -28,14 +28,11 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+_VARINT_LIMITS = np.array([1 << (7 * k) for k in range(1, 10)], np.uint64)  # the least value of 2, 3, ... bytes
+
+
 def _varint_len(v: np.ndarray) -> np.ndarray:
-    n = np.ones(len(v), np.int64)
-    for k in range(1, 10):
-        big = v >= np.uint64(1 << (7 * k))
-        if not big.any():
-            break
-        n += big
-    return n
+    return np.searchsorted(_VARINT_LIMITS, v.astype(np.uint64, copy=False), side="right") + 1
 
 
 def _headers(fields: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]], n: int) -> tuple[list[str], np.ndarray]:
@@ -53,17 +50,19 @@ def _headers(fields: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]
     width = sum(1 + size for *_, size in layout) + 1
     rows = np.empty((n, width), "<u2")  # read back as UTF-16-LE
     keep = np.empty((n, width), np.bool_)
+    length = np.zeros(n, np.int64)
     col = 0
     for tag, v, k, present, size in layout:
         rows[:, col] = tag
         keep[:, col] = True if present is None else present
+        length += 1 + k if present is None else np.where(present, 1 + k, 0)
         for b in range(size):
             rows[:, col + 1 + b] = (v >> np.uint64(7 * b)) & np.uint64(0x7F) | (k > b + 1).astype(np.uint64) << np.uint64(7)
             keep[:, col + 1 + b] = (k > b) if present is None else (k > b) & present
         col += 1 + size
     rows[:, col] = ord(_SEP)
     keep[:, col] = True
-    return rows[keep].tobytes().decode("utf-16-le").split(_SEP)[:-1], keep.sum(axis=1) - 1
+    return rows[keep].tobytes().decode("utf-16-le").split(_SEP)[:-1], length
 
 
 def utf8_sizes(lines: list[str]) -> tuple[np.ndarray, bool]:
