@@ -141,6 +141,24 @@ def test_a_column_of_utc_times_parses_as_entry_by_entry():
         assert rfc3339_utc_column(values[:3] + [odd]) is None
 
 
+def test_a_column_of_one_day_and_one_width():
+    """The common column: every time of the same day and length (the date is read once)."""
+    from logpipe.pipeline.timestamp import make_parser, rfc3339_utc_column
+
+    one = make_parser("RFC3339Nano", None, lambda: 0.0)
+    values = [f"2024-02-29T{h:02d}:{m:02d}:{m:02d}.{h * m:06d}Z" for h in range(24) for m in range(0, 60, 7)]
+    assert rfc3339_utc_column(values) == [one(v) for v in values]
+    mixed = ["2024-01-01T00:00:00.1Z", "2024-01-01T00:00:00.123Z"]  # two lengths, whose sum two rows would fit
+    assert rfc3339_utc_column(mixed) == [one(v) for v in mixed]
+    for bad in (
+        [v.replace("2024-02-29", "2023-02-29") for v in values],  # one day, and not a date
+        values[:-1] + [values[-1].replace("T23:", "T24:")],
+        # a text holding a newline, laid out so that every row still ends at one
+        ["2024-01-01T00:00:00Z\n2024-01-01T00:00:00Z", "2024-01-01T00:00:00", ""],
+    ):
+        assert rfc3339_utc_column(bad) is None
+
+
 def test_a_column_with_one_bad_time_still_parses_the_rest():
     r = run_pipeline("- json: {expressions: {t: t}}\n- timestamp: {source: t, format: RFC3339Nano}",
                      ['{"t": "2024-05-01T10:00:00.5Z"}', '{"t": "2024-02-30T10:00:00Z"}', '{"t": "2024-05-01T12:00:00+02:00"}'],

@@ -88,22 +88,29 @@ def rfc3339_utc_column(texts: list[Any]) -> list[int] | None:
     """Unix nanoseconds of a whole column of RFC 3339 UTC times, or None if any is not one.
 
     The texts of each length are laid side by side as a matrix of bytes, one row per time:
-    every check and every field is then a column operation."""
-    if not texts:
+    every check and every field is then a column operation. Most columns have one length,
+    seen without measuring each text."""
+    n = len(texts)
+    if not n:
         return []
     try:
-        raw = np.frombuffer("".join(texts).encode("ascii"), np.uint8)
+        joined = ("\n".join(texts) + "\n").encode("ascii")
     except (TypeError, UnicodeEncodeError):  # not all text, or not all ASCII
         return None
-    lengths = np.fromiter(map(len, texts), np.int64, len(texts))
-    if (lengths == lengths[0]).all():
-        ns = _utc_times(raw.reshape(len(texts), int(lengths[0])))
+    raw = np.frombuffer(joined, np.uint8)
+    width, rest = divmod(len(raw), n)
+    if not rest and (raw[width - 1 :: width] == 10).all():
+        # Every row ends at a newline, as the texts do. Texts of other lengths would need a
+        # newline of their own (a row's end falls inside them), and then are no times: so the
+        # rows are the texts whenever the answer is not None.
+        ns = _utc_times(raw.reshape(n, width)[:, :-1])
         return None if ns is None else ns.tolist()
-    out = np.empty(len(texts), np.int64)
-    starts = np.cumsum(lengths) - lengths
-    for width in np.unique(lengths).tolist():
-        rows = np.flatnonzero(lengths == width)
-        ns = _utc_times(raw[starts[rows, None] + np.arange(width)])
+    lengths = np.fromiter(map(len, texts), np.int64, n)
+    out = np.empty(n, np.int64)
+    starts = np.cumsum(lengths + 1) - lengths - 1
+    for w in np.unique(lengths).tolist():
+        rows = np.flatnonzero(lengths == w)
+        ns = _utc_times(raw[starts[rows, None] + np.arange(w)])
         if ns is None:
             return None
         out[rows] = ns
@@ -139,20 +146,28 @@ def _utc_times(b: np.ndarray) -> np.ndarray | None:
         return None
     # every field at once: the digits times their place values, one matrix product (exact in
     # float64: no field reaches 2**53)
-    fields = (digits_of.astype(np.float64) @ _place_values(width)).astype(np.int64)
-    year, month, day, hour, minute, second, frac = fields.T
+    fields = (digits_of.astype(np.float64) @ _place_values(width)).astype(np.int64).T
+    hour, minute, second, frac = fields[3:]
+    if not ((hour <= 23).all() and (minute <= 59).all() and (second <= 59).all()):
+        return None
+    days = _days(*fields[:3, :1]) if (b[:, :10] == b[0, :10]).all() else _days(*fields[:3])  # most often one day
+    if days is None:
+        return None
+    return ((days * 86400 + hour * 3600 + minute * 60 + second) * 1_000_000_000) + frac
+
+
+def _days(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray | None:
+    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's days_from_civil);
+    None if one is not a date, or beyond what int64 nanoseconds hold."""
     leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
     month_ok = (month >= 1) & (month <= 12)
     days_in_month = _DAYS_IN_MONTH[np.where(month_ok, month, 0)] + (leap & (month == 2))
-    if not (month_ok.all() and ((day >= 1) & (day <= days_in_month)).all() and (hour <= 23).all()
-            and (minute <= 59).all() and (second <= 59).all() and ((year > 1678) & (year < 2262)).all()):
-        return None  # out of range, or beyond what int64 nanoseconds hold
-    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    if not (month_ok.all() and ((day >= 1) & (day <= days_in_month)).all() and ((year > 1678) & (year < 2262)).all()):
+        return None
     y = year - (month <= 2)
     era, yoe = np.divmod(y, 400)
     doy = (153 * ((month + 9) % 12) + 2) // 5 + day - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    return ((days * 86400 + hour * 3600 + minute * 60 + second) * 1_000_000_000) + frac
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
 class TimestampStage(Stage):
