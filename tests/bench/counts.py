@@ -29,8 +29,6 @@ CASES = {"A": ("case-a.yaml", "litellm", "BENCH_FILE"), "B": ("case-b.yaml", "ng
 
 def child(config: str, limit: int) -> None:
     """The counted work: `limit` lines through the source, the pipeline and the encoding."""
-    import threading
-
     from logpipe.agent import Job
     from logpipe.bench import source_batches
     from logpipe.cli import tune_memory
@@ -61,13 +59,12 @@ def child(config: str, limit: int) -> None:
             break
     flush()
     print(n, flush=True)
-    threading.Thread(target=client.close, args=(0,), daemon=True).start()
-    os._exit(0)  # the counts end here: no teardown
+    os._exit(0)  # the counts end here: no teardown (the client's idle sender thread included)
 
 
 def counted(config: Path, limit: int, env: dict[str, str], out: Path) -> subprocess.Popen:
-    return subprocess.Popen(["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--LL=1048576,16,64",
-                             f"--cachegrind-out-file={out}", sys.executable, __file__, "--child", str(config), str(limit)],
+    valgrind = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--LL=1048576,16,64", f"--cachegrind-out-file={out}"]
+    return subprocess.Popen([*valgrind, sys.executable, __file__, "--child", str(config), str(limit)],
                             env={**os.environ, **env, "PYTHONHASHSEED": "0"}, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
@@ -92,15 +89,16 @@ def main() -> None:
         sys.exit("counts.py needs valgrind (Debian: apt-get install valgrind)")
     for case in args.cases.split(","):
         config, kind, var = CASES[case]
-        data = ensure_journal(args.lines, Path(args.data)) if kind == "journal" else ensure(kind, args.lines, Path(args.data))
+        folder = Path(args.data)
+        data = ensure_journal(args.lines, folder) if kind == "journal" else ensure(kind, args.lines, folder)
         with tempfile.TemporaryDirectory() as tmp:
-            runs = {limit: (counted(HERE / config, limit, {var: str(data)}, Path(tmp) / f"{limit}.out"), Path(tmp) / f"{limit}.out")
-                    for limit in (args.lines, 0)}
-            lines = {limit: int(proc.communicate()[0].split()[-1]) for limit, (proc, _) in runs.items()}
-            if any(proc.returncode for proc, _ in runs.values()):
+            outs = [Path(tmp) / "lines.out", Path(tmp) / "none.out"]
+            procs = [counted(HERE / config, limit, {var: str(data)}, out) for limit, out in zip((args.lines, 0), outs)]
+            printed = [proc.communicate()[0] for proc in procs]
+            if any(proc.returncode for proc in procs):
                 sys.exit(f"case {case}: the counted run failed")
-            full, empty = (summary(out) for _, out in runs.values())
-        n = lines[args.lines]
+            full, empty = map(summary, outs)
+        n = int(printed[0].split()[-1])
         per = {k: (full[k] - empty[k]) / n for k in full}
         d1 = per["D1mr"] + per["D1mw"]
         ll = per["DLmr"] + per["DLmw"]
