@@ -30,9 +30,7 @@ class DecolorizeStage(Stage):
         if "\x1b" not in text and "\x9b" not in text:
             return batch
         # No escape sequence spans a newline, so one pass over the joined batch does, unless a
-        # line holds a newline of its own (then the split would not give the lines back).
-        if text.count("\n") == len(lines) - 1:
-            batch.lines = ANSI.sub("", text).split("\n")
-        else:
-            batch.lines = [ANSI.sub("", line) for line in lines]
+        # line holds a newline of its own (then the split does not give the lines back).
+        out = ANSI.sub("", text).split("\n")
+        batch.lines = out if len(out) == len(lines) else [ANSI.sub("", line) for line in lines]
         return batch

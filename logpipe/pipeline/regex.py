@@ -67,19 +67,19 @@ class RegexStage(Stage):
     def _rows(self, texts: list[str]) -> list[tuple[str, ...] | None]:
         """One row of group values per text, None where the expression does not match."""
         if self.joined is not None and texts:
-            text = "\n".join(texts)
-            if text.count("\n") == len(texts) - 1:
-                rows = [m for m in self.joined.findall(text)]
-                if len(rows) == len(texts):
-                    if self.joined.groups == 1:
-                        rows = [(r,) for r in rows]
-                    out: list[tuple[str, ...] | None] = rows  # type: ignore[assignment]
-                    # An empty whole-match is either no match or a match of nothing: ask again.
-                    for i, r in enumerate(rows):
-                        if r[0] == "":
-                            m = self.rx.search(texts[i])
-                            out[i] = None if m is None else ("", *m.groups(default=""))
-                    return out
+            # The pattern matches every line of the joined text once: as many rows as texts,
+            # unless a text holds a newline of its own
+            rows = self.joined.findall("\n".join(texts))
+            if len(rows) == len(texts):
+                if self.joined.groups == 1:
+                    rows = [(r,) for r in rows]
+                out: list[tuple[str, ...] | None] = rows  # type: ignore[assignment]
+                # An empty whole-match is either no match or a match of nothing: ask again.
+                for i, r in enumerate(rows):
+                    if r[0] == "":
+                        m = self.rx.search(texts[i])
+                        out[i] = None if m is None else ("", *m.groups(default=""))
+                return out
         search = self.rx.search
         return [None if m is None else (m.group(0), *m.groups(default="")) for m in map(search, texts)]
 

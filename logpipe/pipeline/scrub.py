@@ -185,9 +185,8 @@ class Prefilter:
         db.scan(data, match_event_handler=on_match)
         if not ids:
             return {}
-        if text.count("\n") == len(texts) - 1:  # entries end at the newlines that join them
-            bounds = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-        else:
+        bounds = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+        if len(bounds) != len(texts) - 1:  # an entry holds a newline: entries end elsewhere
             bounds = np.cumsum([len(t.encode()) + 1 for t in texts]) - 1
         # the entry holding a match's last byte: the first whose end is at or after it
         where = np.searchsorted(bounds, np.asarray(ends) - 1).tolist()

@@ -282,8 +282,8 @@ class LokiClient:
         for start, end in zip(bounds, bounds[1:]):
             tenant, text, labels = self._stream(pending.labels[int(order[start])])
             tenants.setdefault(tenant, {}).setdefault(text, (labels, []))[1].append(order[start:end])
-        lines = np.array(pending.lines, dtype=object)
-        ts = np.array(pending.ts, np.int64)
+        lines = np.fromiter(pending.lines, object, n)
+        ts = np.fromiter(pending.ts, np.int64, n)
         sizes = np.concatenate(pending.sizes)
         out = []
         for tenant, by_text in tenants.items():
