@@ -1,7 +1,7 @@
 """Run the benchmark cases: `python tests/bench/run.py [--lines N] [--cases A,B] [--repeat N]`.
 
 Each case runs `logpipe bench` in its own process (so its peak RssAnon is its own) and is
-printed beside a floor measured in the same run on the same lines, so the ratio holds on a
+printed beside a floor measured right after it on the same lines, so the ratio holds on a
 noisy machine. Not part of the test pass; figures go in README and closing notes."""
 from __future__ import annotations
 
@@ -123,11 +123,18 @@ def case_d(data: Path, block: float, lines: int) -> None:
           f"{peak:.1f} MiB; while blocked {min(late):.1f}-{max(late):.1f} MiB")
 
 
-def best(times: int, measure: Callable[[], float | None]) -> float | None:
-    """The highest of `times` measurements: on a shared machine, a slow run is noise from
-    elsewhere, never a faster program."""
-    got = [r for r in (measure() for _ in range(times)) if r]
-    return max(got) if got else None
+def paired(times: int, case: Callable[[], float | None], floor: Callable[[], float]) -> tuple[float, float, str] | None:
+    """`times` runs of the case, each followed at once by its floor: the best of each, and
+    each run's ratio to its own floor, the median first. A shared machine's speed drifts within
+    minutes, so a ratio of runs made minutes apart would carry the drift; a slow run is noise
+    from elsewhere, never a faster program."""
+    pairs = [(rate, floor()) for rate in (case() for _ in range(times)) if rate]
+    if not pairs:
+        return None
+    ratios = sorted(rate / f for rate, f in pairs)
+    median = ratios[len(ratios) // 2]
+    text = f"{median:.2f}x" + (f" (median of {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else "")
+    return max(r for r, _ in pairs), max(f for _, f in pairs), text
 
 
 def rss_anon_mib(pid: int) -> float:
@@ -143,8 +150,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "logpipe-bench"))
     ap.add_argument("--cases", default="A,B,C,D,litellm,nginx,journal,loki,file")
     ap.add_argument("--block", type=float, default=60.0, help="case D: seconds of 429s")
-    ap.add_argument("--repeat", type=int, default=1, help="cases A, B, C and the journal: best of this many runs, "
-                                                          "and of as many floors")
+    ap.add_argument("--repeat", type=int, default=1, help="cases A, B, C and the journal: this many runs, each "
+                                                          "followed by its floor")
     args = ap.parse_args()
     n = args.repeat
     cases = args.cases.split(",")
@@ -155,23 +162,23 @@ def main() -> None:
         if case in cases:
             data = ensure(kind, args.lines, Path(args.data))
             config = HERE / f"case-{case.lower()}.yaml"
-            rate = best(n, lambda: run_case(["--config", str(config), "--config.expand-env", "--loki", "protobuf",
-                                             "--log.level", "warn"], {"BENCH_FILE": str(data)}, pick="Loki protobuf"))
-            floor = best(n, lambda: floor_json(data) if kind == "litellm" else floor_regex(data, config))
+            got = paired(n, lambda: run_case(["--config", str(config), "--config.expand-env", "--loki", "protobuf",
+                                              "--log.level", "warn"], {"BENCH_FILE": str(data)}, pick="Loki protobuf"),
+                         lambda: floor_json(data) if kind == "litellm" else floor_regex(data, config))
             what = "orjson.loads per line" if kind == "litellm" else "one re.findall over the text"
-            if rate:
-                print(f"  case {case}: {rate:,.0f} lines per CPU-second; floor ({what}) {floor:,.0f}; ratio {rate / floor:.2f}x")
+            if got:
+                print(f"  case {case}: {got[0]:,.0f} lines per CPU-second; floor ({what}) {got[1]:,.0f}; ratio {got[2]}")
     if "C" in cases:
         from generate import ensure_journal
 
         directory = ensure_journal(args.lines, Path(args.data))
-        rate = best(n, lambda: run_case(["--config", str(HERE / "case-c.yaml"), "--config.expand-env", "--loki",
-                                         "protobuf", "--log.level", "warn"], {"BENCH_JOURNAL": str(directory)},
-                                        pick="Loki protobuf"))
-        floor = best(n, lambda: floor_journalctl(directory))
-        if rate:
-            print(f"  case C: {rate:,.0f} entries per CPU-second; floor (journalctl -o cat > /dev/null) "
-                  f"{floor:,.0f}; ratio {rate / floor:.2f}x")
+        got = paired(n, lambda: run_case(["--config", str(HERE / "case-c.yaml"), "--config.expand-env", "--loki",
+                                          "protobuf", "--log.level", "warn"], {"BENCH_JOURNAL": str(directory)},
+                                         pick="Loki protobuf"),
+                     lambda: floor_journalctl(directory))
+        if got:
+            print(f"  case C: {got[0]:,.0f} entries per CPU-second; floor (journalctl -o cat > /dev/null) "
+                  f"{got[1]:,.0f}; ratio {got[2]}")
     for kind in ("litellm", "nginx"):
         if kind not in cases:
             continue
@@ -195,10 +202,10 @@ def main() -> None:
 
         directory = ensure_journal(args.lines, Path(args.data))
         env = {"BENCH_JOURNAL": str(directory)}
-        rate = best(n, lambda: run_case(["--config", str(HERE / "journal.yaml"), "--config.expand-env"], env))
-        floor = best(n, lambda: floor_journalctl(directory))
-        if rate:
-            print(f"  floor (journalctl -o cat > /dev/null): {floor:,.0f} entries per CPU-second; ratio {rate / floor:.2f}x")
+        got = paired(n, lambda: run_case(["--config", str(HERE / "journal.yaml"), "--config.expand-env"], env),
+                     lambda: floor_journalctl(directory))
+        if got:
+            print(f"  floor (journalctl -o cat > /dev/null): {got[1]:,.0f} entries per CPU-second; ratio {got[2]}")
         run_case(["--config", str(HERE / "journal-json.yaml"), "--config.expand-env"], env)
     if "file" in cases:  # the file source over the litellm input, with the json pipeline and alone
         data = ensure("litellm", args.lines, Path(args.data))
