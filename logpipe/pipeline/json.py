@@ -20,7 +20,7 @@ from logpipe.pipeline.stage import Stage, StageEnv
 from logpipe.pipeline.values import source_texts
 
 _PLAIN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"((?:[^"\\]|\\.)*)"')
-_CONTAINERS = (dict, list)
+_CONTAINERS = frozenset((dict, list))
 # Entries are parsed and read this many at a time: a parsed line takes a few KiB, and values
 # read while its objects are still in the CPU's cache cost a fraction of reading them after a
 # whole batch has been parsed (0.23 us less per line on LiteLLM logs).
@@ -91,7 +91,7 @@ class JsonStage(Stage):
         for start in range(0, len(texts), _CHUNK):
             all_ok &= self._extract(texts[start : start + _CHUNK], columns)
         for name, values in columns.items():
-            if _CONTAINERS[0] in (kinds := set(map(type, values))) or _CONTAINERS[1] in kinds:
+            if not _CONTAINERS.isdisjoint(map(type, values)):
                 values = [go_marshal(v) if type(v) in _CONTAINERS else v for v in values]
             if all_ok:
                 batch.fields[name] = values
