@@ -7,7 +7,8 @@ Counts do not vary: a change that saves 3% shows as 3% in one run. Each case run
 its pipeline and the Loki protobuf encoding (what `logpipe bench --loki protobuf` measures,
 without sending) once over N lines and once over none, in parallel; the difference, per line,
 is printed. The simulated last-level cache is 1 MiB, as the L2 of the machines the figures in
-README come from. Not part of the test pass (it needs valgrind)."""
+README come from. Needs valgrind; the test pass only runs it once, small, when valgrind is
+there."""
 from __future__ import annotations
 
 import argparse
