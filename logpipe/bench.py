@@ -7,13 +7,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from logpipe.batch import Batch
 from logpipe.sources.stdin import decode_lines
 
 if TYPE_CHECKING:
     from logpipe.agent import Job
+    from logpipe.sinks.loki import LokiClient
     from logpipe.sources.file import FileOptions
 
 
@@ -122,6 +123,28 @@ def run_job(job: "Job", batches: Iterator[Batch], sink: Callable[[Batch], None] 
     return n_in, n_out
 
 
+def encode_only(client: "LokiClient", batches: Iterable[Batch], encoding: str) -> int:
+    """Batch `batches` as `client` does (a push once its batchsize is reached) and encode each
+    push, sending nothing; the entries encoded."""
+    from logpipe.positions import AckTracker
+    from logpipe.sinks.loki import Pending, encode
+
+    tracker, pending, n = AckTracker(None), Pending(), 0
+
+    def flush() -> None:
+        for push in client.pushes(pending):
+            encode(push, encoding, client.cfg.compression)
+
+    for batch in batches:
+        n += len(batch)
+        pending.add(batch, tracker.ticket("bench", None, 1))
+        if pending.size >= client.cfg.batchsize:
+            flush()
+            pending = Pending()
+    flush()
+    return n
+
+
 def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str) -> list[Figures]:
     """The job's pipeline alone, then again with a Loki client (1 MiB batches) pushing to a
     receiver in another process, and the encoding alone over the first 100,000 entries out
@@ -131,7 +154,7 @@ def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str
 
     from logpipe.config.schema import ClientConfig
     from logpipe.positions import AckTracker
-    from logpipe.sinks.loki import LokiClient, Pending, encode
+    from logpipe.sinks.loki import LokiClient
 
     name = f"{job.name} ({len(job.pipeline.stages)} stages)"
     # the receiver reads nothing: decoding on the other core would slow this one (shared caches)
@@ -157,18 +180,11 @@ def bench_loki(job: "Job", batches: Callable[[], Iterator[Batch]], encoding: str
             if sum(map(len, kept)) >= 100_000:
                 break
 
-        def encode_only() -> tuple[int, int]:
-            pending = Pending()
-            for i, batch in enumerate(kept):
-                pending.add(batch, tracker.ticket("bench", None, 1))
-                if pending.size >= client.cfg.batchsize or i == len(kept) - 1:  # as the client cuts them
-                    for push in client.pushes(pending):
-                        encode(push, encoding, client.cfg.compression)
-                    pending = Pending()
-            n = sum(map(len, kept))
+        def encode_kept() -> tuple[int, int]:
+            n = encode_only(client, kept, encoding)
             return n, n
 
-        encoded = measure(f"{name}, {encoding} encoding alone", encode_only)
+        encoded = measure(f"{name}, {encoding} encoding alone", encode_kept)
     finally:
         receiver.stdin.close()  # type: ignore[union-attr]
         receiver.wait(10)

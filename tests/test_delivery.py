@@ -33,8 +33,6 @@ def acknowledged(positions: Path) -> int:
     return int(dict(part.split("=", 1) for part in cursor.split(";"))["i"], 16)
 
 
-
-
 def config(tmp_path: Path, receiver: LokiReceiver, client_extra: str = "") -> Path:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"""\

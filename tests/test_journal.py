@@ -152,8 +152,6 @@ def run_agent(tmp_path: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-
-
 def test_follow_new_entries_arrive_within_two_seconds(tmp_path):
     path = tmp_path / "journal" / "live.journal"
     write_journal(path, [entry(0, NOW_US - 1000, message="before start")])

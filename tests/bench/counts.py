@@ -18,9 +18,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import ensure, ensure_journal  # noqa: E402
+
+if TYPE_CHECKING:
+    from logpipe.batch import Batch
 
 HERE = Path(__file__).resolve().parent
 # case: (config, input kind, the variable its config reads the input from)
@@ -31,35 +35,30 @@ CASES = {"A": ("case-a.yaml", "litellm", "BENCH_FILE"), "B": ("case-b.yaml", "ng
 def child(config: str, limit: int) -> None:
     """The counted work: `limit` lines through the source, the pipeline and the encoding."""
     from logpipe.agent import Job
-    from logpipe.bench import source_batches
+    from logpipe.bench import encode_only, source_batches
     from logpipe.cli import tune_memory
     from logpipe.config import load_config
     from logpipe.config.schema import ClientConfig
-    from logpipe.positions import AckTracker
-    from logpipe.sinks.loki import LokiClient, Pending, encode
+    from logpipe.sinks.loki import LokiClient
     from logpipe.sources.file import FileOptions
     from logpipe.telemetry import SelfMetrics
 
     tune_memory()
     job = Job(load_config(config, expand=True).scrape_configs[0], SelfMetrics())
     client = LokiClient(ClientConfig(url="http://127.0.0.1:9/unused"), job.env.metrics)  # type: ignore[arg-type]
-    tracker, pending, n = AckTracker(None), Pending(), 0
+    read = 0
 
-    def flush() -> None:
-        for push in client.pushes(pending):
-            encode(push, "protobuf", client.cfg.compression)
+    def processed() -> Iterator[Batch]:
+        nonlocal read
+        for batch in source_batches(job, FileOptions()) if limit else ():
+            read += len(batch)
+            if (out := job.process(batch)).lines:
+                yield out
+            if read >= limit:
+                return
 
-    for batch in source_batches(job, FileOptions()) if limit else ():
-        n += len(batch)
-        if (out := job.process(batch)).lines:
-            pending.add(out, tracker.ticket("counts", None, len(out)))
-        if pending.size >= client.cfg.batchsize:
-            flush()
-            pending = Pending()
-        if n >= limit:
-            break
-    flush()
-    print(n, flush=True)
+    encode_only(client, processed(), "protobuf")
+    print(read, flush=True)
     os._exit(0)  # the counts end here: no teardown (the client's idle sender thread included)
 
 
